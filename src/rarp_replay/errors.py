@@ -1,0 +1,43 @@
+"""The project's typed errors.
+
+Parsers raise only `FrameError` subclasses on bad input (never a leaked
+`IndexError` or `struct.error`), so callers can count and log a drop.
+"""
+
+from __future__ import annotations
+
+
+class RarpReplayError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class FrameError(RarpReplayError, ValueError):
+    """A frame or packet could not be parsed or built."""
+
+
+class TruncatedFrameError(FrameError):
+    """The input ended before the structure it claims to hold."""
+
+
+class InvalidFrameError(FrameError):
+    """The input is long enough but inconsistent (bad length field, version, checksum...)."""
+
+
+class ChecksumError(InvalidFrameError):
+    """A checksum did not verify."""
+
+
+class AddressError(RarpReplayError, ValueError):
+    """A MAC or IP address given by a user is invalid for the purpose."""
+
+
+class NetlinkError(RarpReplayError):
+    """A netlink request failed or a netlink message could not be decoded."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class NetlinkOverrun(NetlinkError):
+    """The kernel dropped notifications (ENOBUFS): the mirror must re-dump."""

@@ -1,0 +1,1 @@
+"""Pure frame codecs: parse and build, no I/O."""

@@ -1,0 +1,1 @@
+"""rtnetlink: a small struct-based codec (`codec`) and a thin socket adapter (`socket`)."""

@@ -1,0 +1,132 @@
+"""Typed records decoded from rtnetlink: what the mirror stores.
+
+Shared vocabulary between the netlink codec (which produces them), the
+mirror (which indexes them) and the decision logic (which reads them).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+IPAddress = IPv4Address | IPv6Address
+
+# Address families (linux/socket.h).
+AF_UNSPEC = 0
+AF_INET = 2
+AF_BRIDGE = 7
+AF_INET6 = 10
+
+# Neighbor states, linux/neighbour.h.
+NUD_INCOMPLETE = 0x01
+NUD_REACHABLE = 0x02
+NUD_STALE = 0x04
+NUD_DELAY = 0x08
+NUD_PROBE = 0x10
+NUD_FAILED = 0x20
+NUD_NOARP = 0x40
+NUD_PERMANENT = 0x80
+NUD_NONE = 0x00
+# NUD_VALID as the kernel defines it (include/net/neighbour.h).
+NUD_VALID = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE | NUD_PROBE | NUD_STALE | NUD_DELAY
+
+# Neighbor flags (ndm_flags), linux/neighbour.h.
+NTF_USE = 0x01
+NTF_SELF = 0x02
+NTF_MASTER = 0x04
+NTF_PROXY = 0x08
+NTF_EXT_LEARNED = 0x10
+NTF_OFFLOADED = 0x20
+NTF_STICKY = 0x40
+NTF_ROUTER = 0x80
+
+# Interface flags (linux/if.h).
+IFF_UP = 0x1
+IFF_BROADCAST = 0x2
+IFF_LOOPBACK = 0x8
+IFF_POINTOPOINT = 0x10
+IFF_NOARP = 0x80
+IFF_LOWER_UP = 0x10000
+
+# Address flags (linux/if_addr.h).
+IFA_F_SECONDARY = 0x01
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+
+# Route scopes (linux/rtnetlink.h).
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+RT_SCOPE_HOST = 254
+
+
+class Change(enum.Enum):
+    NEW = "new"
+    DEL = "del"
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One interface (RTM_NEWLINK)."""
+
+    index: int
+    name: str
+    flags: int = 0
+    mac: bytes | None = None  # IFLA_ADDRESS
+    kind: str | None = None  # IFLA_INFO_KIND: "bridge", "vxlan", "macvlan", "vlan", "veth"...
+    slave_kind: str | None = None  # IFLA_INFO_SLAVE_KIND: "bridge" for a bridge port
+    master: int | None = None  # IFLA_MASTER: the bridge (or bond/VRF) this port is enslaved to
+    lower: int | None = None  # IFLA_LINK: the lower device of a vlan/macvlan/vxlan
+    vlan_id: int | None = None  # IFLA_VLAN_ID of a vlan device
+    link_netnsid: int | None = None  # IFLA_LINK_NETNSID: `lower` lives in another namespace
+
+    @property
+    def is_up(self) -> bool:
+        return bool(self.flags & IFF_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One interface address (RTM_NEWADDR)."""
+
+    index: int
+    address: IPAddress
+    prefixlen: int
+    scope: int = RT_SCOPE_UNIVERSE
+    flags: int = 0
+
+    @property
+    def family(self) -> int:
+        return AF_INET if self.address.version == 4 else AF_INET6
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    """One neighbor entry (RTM_NEWNEIGH) of the ARP or ND table (AF_INET/AF_INET6),
+    or one bridge FDB entry (AF_BRIDGE: `address` is None, `lladdr` is the MAC)."""
+
+    family: int
+    index: int
+    address: IPAddress | None
+    lladdr: bytes | None
+    state: int = 0
+    flags: int = 0
+    protocol: int = 0  # NDA_PROTOCOL (e.g. 186 = zebra), 0 when absent
+    master: int | None = None  # NDA_MASTER (bridge FDB)
+    vlan: int | None = None  # NDA_VLAN (bridge FDB)
+
+    @property
+    def ext_learned(self) -> bool:
+        return bool(self.flags & NTF_EXT_LEARNED)
+
+
+Record = Link | Address | Neighbor
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A netlink notification or dump entry: NEW (add or change) or DEL of a record."""
+
+    change: Change
+    record: Record

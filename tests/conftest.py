@@ -1,0 +1,41 @@
+"""Shared fixtures: the namespace lab, and skipping of root-only tests."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import netlab  # noqa: E402
+
+atexit.register(netlab.close_all_labs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    netlab.install_signal_cleanup()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = netlab.have_root()
+    frr = shutil.which("vtysh") is not None and Path("/usr/lib/frr/zebra").exists()
+    for item in items:
+        if "netns" in item.keywords and not root:
+            item.add_marker(pytest.mark.skip(reason="needs root for network namespaces"))
+        if "fabric" in item.keywords and not (root and frr):
+            item.add_marker(pytest.mark.skip(reason="needs root and FRR (apt-get install frr)"))
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest) -> Iterator[netlab.Lab]:
+    """A fresh Lab whose namespaces are removed when the test ends, however it ends."""
+    the_lab = netlab.Lab()
+    try:
+        yield the_lab
+    finally:
+        the_lab.close()
