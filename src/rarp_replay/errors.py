@@ -41,3 +41,19 @@ class NetlinkError(RarpReplayError):
 
 class NetlinkOverrun(NetlinkError):
     """The kernel dropped notifications (ENOBUFS): the mirror must re-dump."""
+
+
+class CapabilityError(RarpReplayError):
+    """The process lacks a Linux capability the operation needs (e.g. CAP_NET_RAW)."""
+
+    def __init__(self, capability: str, message: str | None = None) -> None:
+        super().__init__(message or f"missing capability {capability}")
+        self.capability = capability
+
+
+class InterfaceError(RarpReplayError):
+    """A network interface is missing, down, or vanished while in use."""
+
+    def __init__(self, message: str, ifname: str | None = None) -> None:
+        super().__init__(message)
+        self.ifname = ifname

@@ -1,0 +1,602 @@
+"""AF_PACKET sockets: thin I/O for sending frames and capturing RARP. No protocol decisions.
+
+Two classes:
+
+* `PacketSender` sends complete Ethernet frames, either on the one interface it
+  is bound to (`send`) or, unbound, on any interface by index (`send_on`).
+* `RarpCapture` is the daemon's single capture socket: unbound (serves every
+  interface, including ones created later), kernel-filtered to RARP, never
+  sees outgoing copies, and reads frames in batches with their ifindex, VLAN
+  tag (from PACKET_AUXDATA) and kernel receive timestamp.
+
+Addresses go through `struct sockaddr_ll` built here and passed to libc
+directly, because Python's AF_PACKET address tuples name the interface rather
+than its index: every `bind`/`sendto` would resolve the name (a rename race and
+an extra ioctl) and every `recvmsg` would turn the index back into a name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import math
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+from .errors import CapabilityError, InterfaceError
+
+__all__ = [
+    "DEFAULT_RCVBUF",
+    "ETH_P_ALL",
+    "PACKET_BROADCAST",
+    "PACKET_HOST",
+    "PACKET_MULTICAST",
+    "PACKET_OTHERHOST",
+    "PACKET_OUTGOING",
+    "PacketSender",
+    "RarpCapture",
+    "Sighting",
+    "attach_filter",
+    "interface_index",
+    "interface_is_up",
+    "interface_mac",
+    "rarp_filter",
+]
+
+# --- constants (include/uapi/linux/if_ether.h, if_packet.h, asm-generic/socket.h, filter.h) ---
+
+ETH_P_ALL = 0x0003
+_ETH_P_RARP = 0x8035
+_ETH_P_8021Q = 0x8100
+_ETH_P_8021AD = 0x88A8
+
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+PACKET_AUXDATA = 8
+
+# sockaddr_ll.sll_pkttype values (include/uapi/linux/if_packet.h).
+PACKET_HOST = 0
+PACKET_BROADCAST = 1
+PACKET_MULTICAST = 2
+PACKET_OTHERHOST = 3
+PACKET_OUTGOING = 4
+
+# tpacket_auxdata.tp_status bits.
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_RCVBUF = 8
+_SO_ATTACH_FILTER = 26
+_SO_RCVBUFFORCE = 33
+_SO_TIMESTAMPNS = 35  # SO_TIMESTAMPNS_OLD: struct timespec of native longs
+_SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCGIFHWADDR = 0x8927
+_IFF_UP = 0x1
+_ARPHRD_ETHER = 1
+_IFNAMSIZ = 16
+
+_MSG_DONTWAIT = 0x40
+_MSG_TRUNC = 0x20
+
+# Classic BPF opcodes (include/uapi/linux/bpf_common.h).
+BPF_LD = 0x00
+BPF_JMP = 0x05
+BPF_RET = 0x06
+BPF_W = 0x00
+BPF_H = 0x08
+BPF_B = 0x10
+BPF_ABS = 0x20
+BPF_JEQ = 0x10
+BPF_K = 0x00
+SKF_AD_OFF = -0x1000
+SKF_AD_PKTTYPE = 4
+BPF_MAXINSNS = 4096
+
+DEFAULT_RCVBUF = 8 * 1024 * 1024
+DEFAULT_SNAPLEN = 2048
+
+# sockaddr_ll: u16 family, be16 protocol, int ifindex, u16 hatype, u8 pkttype, u8 halen, u8 addr[8]
+_SOCKADDR_LL_SIZE = 20
+# tpacket_auxdata: u32 status, len, snaplen; u16 mac, net, vlan_tci, vlan_tpid
+_AUXDATA = struct.Struct("@IIIHHHH")
+_TIMESPEC = struct.Struct("@ll")
+_CMSGHDR = struct.Struct("@Nii")  # size_t cmsg_len; int cmsg_level; int cmsg_type
+_CMSG_ALIGN = ctypes.sizeof(ctypes.c_size_t)
+# Room for CMSG_SPACE(timespec) + CMSG_SPACE(tpacket_auxdata), with slack.
+_CONTROL_SIZE = 128
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# --- interfaces ---
+
+
+def _check_ifname(name: str) -> None:
+    if not name or len(name.encode()) >= _IFNAMSIZ or "\0" in name or "/" in name:
+        raise InterfaceError(f"no such interface: {name}", name)
+
+
+def interface_index(name: str) -> int:
+    """The ifindex of `name` in the caller's network namespace."""
+    _check_ifname(name)
+    try:
+        return socket.if_nametoindex(name)
+    except OSError as exc:
+        raise InterfaceError(f"no such interface: {name}", name) from exc
+
+
+def _ifreq_ioctl(name: str, request: int) -> bytes:
+    _check_ifname(name)
+    ifreq = struct.pack("16s24x", name.encode())
+    # Any socket reaches dev_ioctl() for SIOCGIF*; a UDP socket needs no privilege.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            return fcntl.ioctl(sock.fileno(), request, ifreq)
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENXIO):
+                raise InterfaceError(f"no such interface: {name}", name) from exc
+            raise
+
+
+def interface_is_up(name: str) -> bool:
+    """IFF_UP (administratively up) from SIOCGIFFLAGS."""
+    (flags,) = struct.unpack_from("@H", _ifreq_ioctl(name, _SIOCGIFFLAGS), 16)
+    return bool(flags & _IFF_UP)
+
+
+def interface_mac(name: str) -> bytes:
+    """The 6-byte hardware address of an Ethernet interface (SIOCGIFHWADDR)."""
+    result = _ifreq_ioctl(name, _SIOCGIFHWADDR)
+    (family,) = struct.unpack_from("@H", result, 16)
+    if family != _ARPHRD_ETHER:
+        raise InterfaceError(f"interface {name} is not an Ethernet interface", name)
+    return result[18:24]
+
+
+# --- low-level socket helpers ---
+
+
+def _open_packet_socket() -> socket.socket:
+    """An AF_PACKET/SOCK_RAW socket with protocol 0.
+
+    With protocol 0, packet_create() (net/packet/af_packet.c) does not register
+    a protocol hook, so the socket receives nothing until bind() names a
+    protocol: filters and options can be set before any frame is queued.
+    """
+    try:
+        return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            raise CapabilityError(
+                "CAP_NET_RAW", "missing capability CAP_NET_RAW to open a packet socket"
+            ) from exc
+        raise
+
+
+def _sockaddr_ll(ifindex: int, protocol: int) -> bytes:
+    return (
+        struct.pack("@H", socket.AF_PACKET)
+        + struct.pack("!H", protocol)
+        + struct.pack("@iHBB8s", ifindex, 0, 0, 0, b"")
+    )
+
+
+def _errno_error() -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, os.strerror(err))
+
+
+_libc.bind.restype = ctypes.c_int
+_libc.bind.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+
+
+def _bind_ll(sock: socket.socket, ifindex: int, protocol: int) -> None:
+    # socket.bind() would want an interface name and cannot express "every interface".
+    addr = _sockaddr_ll(ifindex, protocol)
+    if _libc.bind(sock.fileno(), addr, len(addr)) != 0:
+        raise _errno_error()
+
+
+def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    """Attach a classic BPF program (SO_ATTACH_FILTER); the kernel validates and copies it."""
+    if not 0 < len(program) <= BPF_MAXINSNS:
+        raise ValueError(f"a BPF program has 1..{BPF_MAXINSNS} instructions, got {len(program)}")
+    # struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }
+    insns = b"".join(
+        struct.pack("@HBBI", code, jt, jf, k & 0xFFFFFFFF) for code, jt, jf, k in program
+    )
+    buf = ctypes.create_string_buffer(insns, len(insns))
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    fprog = struct.pack("@HP", len(program), ctypes.addressof(buf))
+    sock.setsockopt(_SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    del buf  # only needed until setsockopt returned: sk_attach_filter() copied it
+
+
+def _stmt(code: int, k: int) -> tuple[int, int, int, int]:
+    return (code, 0, 0, k & 0xFFFFFFFF)
+
+
+def _jump(code: int, k: int, jt: int, jf: int) -> tuple[int, int, int, int]:
+    return (code, jt, jf, k & 0xFFFFFFFF)
+
+
+def rarp_filter() -> list[tuple[int, int, int, int]]:
+    """The classic BPF program of `RarpCapture`: RARP (untagged, one or two tags), not outgoing.
+
+    The program sees the frame from the destination MAC (packet_rcv() pushes the
+    link-layer header back before run_filter()). A receive-side 802.1Q tag has
+    usually already been moved out of the frame into skb->vlan_tci by
+    skb_vlan_untag() in __netif_receive_skb_core() (net/core/dev.c), so RARP
+    shows at offset 12; the tagged forms cover devices and paths where the tag
+    stays inline (and the inner tag of QinQ, which stays inline). A load past the
+    end of the frame makes the kernel return 0, which drops short frames.
+    """
+    ld_w_abs = BPF_LD | BPF_W | BPF_ABS
+    ld_h_abs = BPF_LD | BPF_H | BPF_ABS
+    jeq_k = BPF_JMP | BPF_JEQ | BPF_K
+    ret_k = BPF_RET | BPF_K
+    accept, drop = 12, 13
+    prog = [
+        # 0: ld [SKF_AD_OFF+SKF_AD_PKTTYPE]  ; A = skb->pkt_type
+        _stmt(ld_w_abs, SKF_AD_OFF + SKF_AD_PKTTYPE),
+        # 1: jeq #PACKET_OUTGOING, drop      ; dev_queue_xmit_nit() copies: ours, bridge floods
+        _jump(jeq_k, PACKET_OUTGOING, drop - 2, 0),
+        # 2: ldh [12]                        ; A = outer EtherType / TPID
+        _stmt(ld_h_abs, 12),
+        # 3: jeq #0x8035, accept             ; untagged RARP
+        _jump(jeq_k, _ETH_P_RARP, accept - 4, 0),
+        # 4: jeq #0x8100, tag1               ; 802.1Q tag inline
+        _jump(jeq_k, _ETH_P_8021Q, 1, 0),
+        # 5: jeq #0x88a8, tag1, drop         ; 802.1ad tag inline, else not ours
+        _jump(jeq_k, _ETH_P_8021AD, 0, drop - 6),
+        # 6: tag1: ldh [16]                  ; A = EtherType after one tag
+        _stmt(ld_h_abs, 16),
+        # 7: jeq #0x8035, accept             ; RARP behind one tag
+        _jump(jeq_k, _ETH_P_RARP, accept - 8, 0),
+        # 8: jeq #0x8100, tag2               ; a second (inner) tag
+        _jump(jeq_k, _ETH_P_8021Q, 1, 0),
+        # 9: jeq #0x88a8, tag2, drop
+        _jump(jeq_k, _ETH_P_8021AD, 0, drop - 10),
+        # 10: tag2: ldh [20]                 ; A = EtherType after two tags
+        _stmt(ld_h_abs, 20),
+        # 11: jeq #0x8035, accept, drop      ; RARP behind two tags
+        _jump(jeq_k, _ETH_P_RARP, accept - 12, drop - 12),
+        # 12: accept: ret #0x40000           ; whole frame (the recv buffer bounds the copy)
+        _stmt(ret_k, 0x40000),
+        # 13: drop: ret #0
+        _stmt(ret_k, 0),
+    ]
+    assert len(prog) == drop + 1
+    return prog
+
+
+# --- sender ---
+
+
+class PacketSender:
+    """Sends complete Ethernet frames (FCS excluded) through an AF_PACKET/SOCK_RAW socket.
+
+    Bound (`PacketSender("eth0")`): `send(frame)` goes out of that interface.
+    Unbound (`PacketSender()`): `send_on(ifindex_or_name, frame)` picks the
+    interface per frame, so one socket serves every interface.
+
+    The socket has protocol 0, so it is on no receive list and never queues
+    frames. skb->protocol is filled from the frame's own EtherType by
+    packet_parse_headers() (net/packet/af_packet.c) when the socket gives none.
+    """
+
+    def __init__(self, ifname: str | None = None) -> None:
+        self.ifname = ifname
+        self.ifindex: int | None = None
+        if ifname is not None:
+            self.ifindex = interface_index(ifname)
+        self._sock = _open_packet_socket()
+        try:
+            if self.ifindex is not None:
+                try:
+                    _bind_ll(self._sock, self.ifindex, 0)
+                except OSError as exc:
+                    raise self._map(exc, ifname or "?") from exc
+        except BaseException:
+            self._sock.close()
+            raise
+        self._sendto = _libc.sendto
+        self._sendto.restype = ctypes.c_ssize_t
+        self._sendto.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_uint32,
+        ]
+
+    @staticmethod
+    def _map(exc: OSError, ifname: str) -> BaseException:
+        if exc.errno in (errno.ENXIO, errno.ENODEV):
+            return InterfaceError(f"interface {ifname} vanished", ifname)
+        if exc.errno == errno.ENETDOWN:
+            return InterfaceError(f"interface {ifname} is down", ifname)
+        return exc
+
+    def send(self, frame: bytes) -> None:
+        """Send on the bound interface. InterfaceError if it is down or gone; else OSError."""
+        if self.ifindex is None:
+            raise ValueError("PacketSender is not bound to an interface: use send_on()")
+        try:
+            self._sock.send(frame)
+        except OSError as exc:
+            raise self._map(exc, self.ifname or "?") from exc
+
+    def send_on(self, interface: int | str, frame: bytes) -> None:
+        """Send `frame` out of `interface` (ifindex, or name resolved now)."""
+        if isinstance(interface, str):
+            name, ifindex = interface, interface_index(interface)
+        else:
+            name, ifindex = f"#{interface}", interface
+        addr = _sockaddr_ll(ifindex, 0)
+        sent = self._sendto(self._sock.fileno(), frame, len(frame), 0, addr, len(addr))
+        if sent < 0:
+            raise self._map(_errno_error(), name)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> PacketSender:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --- capture ---
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One captured frame.
+
+    `data` starts at the destination MAC. A VLAN tag the kernel had already
+    moved into skb->vlan_tci is NOT in `data`; it is in `vlan_tci`/`vlan_tpid`
+    (None when the frame carried no such tag). `data` may hold an inline tag
+    (the inner tag of QinQ, or where the kernel did not untag).
+    """
+
+    data: bytes
+    ifindex: int
+    pkt_type: int
+    vlan_tci: int | None
+    vlan_tpid: int | None
+    timestamp: float  # kernel receive time (SO_TIMESTAMPNS), seconds since the epoch
+
+    @property
+    def vid(self) -> int | None:
+        return None if self.vlan_tci is None else self.vlan_tci & 0x0FFF
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(_IoVec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
+
+
+class RarpCapture:
+    """The daemon's RARP capture: one unbound AF_PACKET socket for every interface.
+
+    Set-up order matters: the socket is created with protocol 0 (on no receive
+    list), the BPF program and options are applied, and only then bind()
+    registers it for ETH_P_ALL, so no unfiltered frame is ever queued.
+
+    ETH_P_ALL, not ETH_P_RARP: the ptype_all taps run in
+    __netif_receive_skb_core() (net/core/dev.c) before the device's rx_handler;
+    on a bridge port br_handle_frame() consumes the frame, so a socket bound to
+    ETH_P_RARP (a ptype_base handler, run after rx_handler) would never see it
+    on the port. A frame arriving on a bridge port is therefore seen twice: on
+    the port, and again on the bridge device when the bridge delivers it
+    locally. The bridge's flooded copies (and anything sent from this host) pass
+    the taps as PACKET_OUTGOING from dev_queue_xmit_nit(); the filter drops them.
+
+    Frames are read with recvmmsg(2) (one system call per batch) directly into
+    preallocated buffers; the socket is non-blocking: poll `fileno()`.
+    """
+
+    def __init__(
+        self,
+        rcvbuf: int = DEFAULT_RCVBUF,
+        snaplen: int = DEFAULT_SNAPLEN,
+        program: list[tuple[int, int, int, int]] | None = None,
+    ) -> None:
+        self._snaplen = snaplen
+        self._drops = 0
+        self._slots = 0
+        self._dirty = 0
+        self._sock = _open_packet_socket()
+        try:
+            attach_filter(self._sock, rarp_filter() if program is None else program)
+            self._sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            self._sock.setsockopt(_SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            self._set_rcvbuf(rcvbuf)
+            self._sock.setblocking(False)
+            _bind_ll(self._sock, 0, ETH_P_ALL)
+        except BaseException:
+            self._sock.close()
+            raise
+        self._recvmmsg = _libc.recvmmsg
+        self._recvmmsg.restype = ctypes.c_int
+        self._recvmmsg.argtypes = [
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_void_p,
+        ]
+        self._allocate(256)
+
+    def _set_rcvbuf(self, size: int) -> None:
+        # SO_RCVBUFFORCE (CAP_NET_ADMIN) may exceed net.core.rmem_max; SO_RCVBUF is clamped to it.
+        try:
+            self._sock.setsockopt(_SOL_SOCKET, _SO_RCVBUFFORCE, size)
+        except PermissionError:
+            self._sock.setsockopt(_SOL_SOCKET, _SO_RCVBUF, size)
+
+    @property
+    def receive_buffer(self) -> int:
+        """The kernel's receive buffer size (it doubles the requested value for overhead)."""
+        return int(self._sock.getsockopt(_SOL_SOCKET, _SO_RCVBUF))
+
+    def _allocate(self, count: int) -> None:
+        snap = self._snaplen
+        self._data = (ctypes.c_char * (snap * count))()
+        self._names = (ctypes.c_char * (_SOCKADDR_LL_SIZE * count))()
+        self._control = (ctypes.c_char * (_CONTROL_SIZE * count))()
+        self._iovs = (_IoVec * count)()
+        self._msgs = (_MMsgHdr * count)()
+        data0 = ctypes.addressof(self._data)
+        names0 = ctypes.addressof(self._names)
+        control0 = ctypes.addressof(self._control)
+        for i in range(count):
+            self._iovs[i].iov_base = data0 + i * snap
+            self._iovs[i].iov_len = snap
+            hdr = self._msgs[i].msg_hdr
+            hdr.msg_name = names0 + i * _SOCKADDR_LL_SIZE
+            hdr.msg_namelen = _SOCKADDR_LL_SIZE
+            hdr.msg_iov = ctypes.pointer(self._iovs[i])
+            hdr.msg_iovlen = 1
+            hdr.msg_control = control0 + i * _CONTROL_SIZE
+            hdr.msg_controllen = _CONTROL_SIZE
+        self._data_view = memoryview(self._data).cast("B")
+        self._control_view = memoryview(self._control).cast("B")
+        self._slots = count
+        self._dirty = 0
+
+    def recv_batch(self, max_frames: int = 256) -> list[Sighting]:
+        """Up to `max_frames` queued frames; [] at once when none are queued."""
+        if max_frames <= 0:
+            return []
+        if max_frames > self._slots:
+            self._allocate(max_frames)
+        msgs = self._msgs
+        # The kernel overwrote the lengths of the slots it filled last time.
+        for i in range(self._dirty):
+            hdr = msgs[i].msg_hdr
+            hdr.msg_namelen = _SOCKADDR_LL_SIZE
+            hdr.msg_controllen = _CONTROL_SIZE
+        self._dirty = 0
+        count = self._recvmmsg(
+            self._sock.fileno(), ctypes.addressof(msgs), max_frames, _MSG_DONTWAIT, None
+        )
+        if count < 0:
+            err = ctypes.get_errno()
+            if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                return []
+            raise OSError(err, os.strerror(err))
+        self._dirty = count
+        out: list[Sighting] = []
+        snap = self._snaplen
+        names = self._names
+        control = self._control_view
+        for i in range(count):
+            msg = msgs[i]
+            length = min(msg.msg_len, snap)
+            start = i * snap
+            data = bytes(self._data_view[start : start + length])
+            ifindex, pkt_type = _unpack_ll(names, i * _SOCKADDR_LL_SIZE)
+            tci, tpid, stamp = _parse_control(
+                control, i * _CONTROL_SIZE, msg.msg_hdr.msg_controllen
+            )
+            out.append(Sighting(data, ifindex, pkt_type, tci, tpid, stamp))
+        return out
+
+    def drops(self) -> int:
+        """Frames the kernel dropped for lack of buffer space since this socket was opened.
+
+        PACKET_STATISTICS resets the kernel's counters on every read
+        (packet_getsockopt() zeroes po->stats), so the total is accumulated here.
+        """
+        raw = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        _packets, dropped = struct.unpack("@II", raw)
+        self._drops += dropped
+        return self._drops
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> RarpCapture:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _unpack_ll(names: ctypes.Array[ctypes.c_char], offset: int) -> tuple[int, int]:
+    # sockaddr_ll: family(2) protocol(2) ifindex(4) hatype(2) pkttype(1) halen(1) addr(8)
+    ifindex, _hatype, pkt_type = struct.unpack_from("@iHB", names, offset + 4)
+    return ifindex, pkt_type
+
+
+def _parse_control(
+    control: memoryview, offset: int, length: int
+) -> tuple[int | None, int | None, float]:
+    tci: int | None = None
+    tpid: int | None = None
+    stamp = math.nan
+    pos, end = offset, offset + length
+    hdr_len = _CMSGHDR.size
+    while pos + hdr_len <= end:
+        cmsg_len, level, kind = _CMSGHDR.unpack_from(control, pos)
+        if cmsg_len < hdr_len or pos + cmsg_len > end:
+            break
+        body = pos + hdr_len
+        if level == _SOL_SOCKET and kind == _SCM_TIMESTAMPNS:
+            sec, nsec = _TIMESPEC.unpack_from(control, body)
+            stamp = sec + nsec / 1e9
+        elif level == SOL_PACKET and kind == PACKET_AUXDATA:
+            status, _len, _snap, _mac, _net, vlan_tci, vlan_tpid = _AUXDATA.unpack_from(
+                control, body
+            )
+            if status & TP_STATUS_VLAN_VALID:
+                tci = vlan_tci
+                # Before TP_STATUS_VLAN_TPID_VALID existed, the tag was always 802.1Q.
+                tpid = vlan_tpid if status & TP_STATUS_VLAN_TPID_VALID else _ETH_P_8021Q
+        pos += (cmsg_len + _CMSG_ALIGN - 1) & ~(_CMSG_ALIGN - 1)
+    if math.isnan(stamp):
+        stamp = time.time()
+    return tci, tpid, stamp
