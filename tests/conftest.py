@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import netlab  # noqa: E402
+import netlab
 
 atexit.register(netlab.close_all_labs)
 

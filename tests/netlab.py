@@ -136,8 +136,9 @@ class Netns:
         args = ["link", "add", name]
         if mac:
             args += ["address", mac]
-        self.ip(*args, "type", "bridge", "stp_state", "0", "forward_delay", "0",
-                "mcast_snooping", "0")
+        self.ip(
+            *args, "type", "bridge", "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0"
+        )
         for port in ports:
             self.ip("link", "set", port, "master", name)
         self.link_up(name, *ports)
@@ -249,8 +250,9 @@ class Capture:
             ts = time.time()
             for level, kind, payload in anc:
                 if level == SOL_SOCKET and kind == SCM_TIMESTAMPNS:
-                    sec, nsec = int.from_bytes(payload[:8], "little"), int.from_bytes(
-                        payload[8:16], "little"
+                    sec, nsec = (
+                        int.from_bytes(payload[:8], "little"),
+                        int.from_bytes(payload[8:16], "little"),
                     )
                     ts = sec + nsec / 1e9
             with self._cond:

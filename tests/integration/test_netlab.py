@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import socket
 
-import netlab
 import pytest
+
+import netlab
 
 pytestmark = pytest.mark.netns
 

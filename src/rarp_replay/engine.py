@@ -1,0 +1,473 @@
+"""Decision logic: what to do about a RARP, a neighbor change, the passing of time.
+
+Sans-I/O in the manner of h11/wsproto: the daemon feeds the engine what it
+read (a captured frame, a netlink event, the clock) and carries out the
+actions it returns (send a frame, ask the kernel to resolve an address,
+remove a placeholder, write a log line). Nothing here opens a socket, so the
+whole policy is unit-tested with plain objects.
+
+A *round* is the engine's answer to one migration: for one (MAC, L2 domain)
+it probes every known address of the MAC and then follows each address until
+the switch's kernel holds it as a local neighbor ("confirmed"), or gives up
+after `give_up` seconds. While EVPN's remote entry for the address exists
+(NUD_NOARP, extern_learn), the kernel ignores the VM's answer (a NOARP entry
+only changes administratively, net/core/neighbour.c __neigh_update); the
+moment that entry is deleted (the old leaf's withdrawal), the engine asks the
+kernel to resolve the address itself (`Resolve`: an INCOMPLETE entry the
+kernel owns and times out) and probes again, so the VM's reply is a solicited
+one that the kernel accepts even with arp_accept=0.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+from .domain import DEFAULT_FABRIC_KINDS, Domain, Ignored, resolve, source_address
+from .errors import FrameError
+from .frames.arp import ArpOp, ArpPacket, arp_request_frame
+from .frames.ethernet import ETH_P_RARP, EthernetFrame
+from .frames.ndp import ns_frame
+from .macaddr import format_mac, is_unicast
+from .mirror import Binding, Mirror
+from .netlink.records import (
+    NUD_DELAY,
+    NUD_INCOMPLETE,
+    NUD_NOARP,
+    NUD_PERMANENT,
+    NUD_PROBE,
+    NUD_REACHABLE,
+    NUD_STALE,
+    Change,
+    Event,
+    IPAddress,
+    Neighbor,
+)
+
+# States in which the kernel holds an entry it learned (or can learn) from the
+# host itself: zebra treats these as local neighbors and advertises them.
+_LOCAL_STATES = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT
+
+
+@dataclass(frozen=True)
+class Config:
+    # One round per (MAC, L2 domain) within this window. 5 s covers QEMU's
+    # burst (5 frames in 0.8 s), OpenStack's announce workaround (that burst
+    # three times, a second apart: last frame at ~2.8 s) and ESXi's up to ~8
+    # frames on failover, with margin for hypervisor jitter; a genuine second
+    # migration of one VM within 5 s is not something live migration does.
+    holddown: float = 5.0
+    # Follow each address this long waiting for the kernel to learn it locally
+    # (the old leaf's withdrawal takes ~0.1 s in a two-leaf lab, seconds with
+    # route reflectors and MRAI timers), then give up and say so.
+    give_up: float = 30.0
+    # Re-probe addresses that are neither confirmed nor held by a remote entry.
+    retry_backoff: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+    # Ask the kernel to resolve addresses whose remote entry is gone.
+    relearn: bool = True
+    max_resolves: int = 3
+    fabric_kinds: frozenset[str] = DEFAULT_FABRIC_KINDS
+    fabric_ports: frozenset[str] = frozenset()
+
+
+# -- actions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendFrame:
+    egress: int
+    frame: bytes
+    family: int  # 4 or 6
+    target: IPAddress
+    source: IPAddress
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Make the kernel resolve `address` on `ifindex` itself (NTF_USE)."""
+
+    ifindex: int
+    address: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePlaceholder:
+    """Delete the INCOMPLETE entry a `Resolve` left, if it is still INCOMPLETE."""
+
+    ifindex: int
+    address: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    event: str
+    level: str
+    fields: dict[str, object]
+
+
+Action = SendFrame | Resolve | RemovePlaceholder | Log
+
+
+# -- rounds --------------------------------------------------------------------
+
+
+class TargetState(enum.Enum):
+    PROBING = "probing"  # no remote entry: the VM's answer can be learned now
+    REMOTE = "remote"  # EVPN's remote entry still exists: wait for its deletion
+    CONFIRMED = "confirmed"  # the kernel holds it as a local neighbor
+    STATIC = "static"  # an administrative entry: probe once, nothing to learn
+    GAVE_UP = "gave-up"
+
+
+@dataclass
+class Target:
+    ifindex: int
+    address: IPAddress
+    source: IPAddress
+    state: TargetState
+    probes: int = 0
+    resolves: int = 0
+    next_probe: float | None = None
+    retry: int = 0
+    confirmed_at: float | None = None
+
+
+@dataclass
+class Round:
+    mac: bytes
+    domain: Domain
+    started: float
+    trigger: str
+    targets: dict[IPAddress, Target] = field(default_factory=dict)
+
+    @property
+    def open(self) -> bool:
+        return any(
+            t.state in (TargetState.PROBING, TargetState.REMOTE) for t in self.targets.values()
+        )
+
+
+class Engine:
+    def __init__(self, mirror: Mirror, config: Config | None = None) -> None:
+        self.mirror = mirror
+        self.config = config or Config()
+        self.stats: Counter[str] = Counter()
+        self.confirm_times: list[float] = []  # seconds from round start, for metrics
+        self._last_round: dict[tuple[bytes, tuple[int, int]], float] = {}
+        self._rounds: dict[tuple[bytes, tuple[int, int]], Round] = {}
+        # (ifindex, address) -> round key: neighbor events find their round in O(1).
+        self._watch: dict[tuple[int, IPAddress], tuple[bytes, tuple[int, int]]] = {}
+
+    # -- inputs ----------------------------------------------------------------
+
+    def on_frame(self, data: bytes, ifindex: int, aux_vid: int | None, now: float) -> list[Action]:
+        """A frame the capture socket delivered (it should be a RARP; check anyway)."""
+        self.stats["frames"] += 1
+        try:
+            eth = EthernetFrame.parse(data)
+        except FrameError as exc:
+            return self._drop("malformed", ifindex, detail=str(exc))
+        if eth.ethertype != ETH_P_RARP:
+            return self._drop("not-rarp", ifindex, detail=f"ethertype 0x{eth.ethertype:04x}")
+        try:
+            pkt = ArpPacket.parse(eth.payload)
+        except FrameError as exc:
+            return self._drop("malformed", ifindex, detail=str(exc))
+        if not pkt.is_ethernet_ipv4:
+            return self._drop("not-ethernet-ipv4", ifindex)
+        if pkt.op != ArpOp.RARP_REQUEST:
+            return self._drop("not-rarp-request", ifindex, detail=f"op {pkt.op}")
+        if not is_unicast(pkt.tha):
+            return self._drop("target-not-unicast", ifindex, mac=format_mac(pkt.tha))
+        # The tag the kernel moved to PACKET_AUXDATA is the outermost one; a tag
+        # still in the frame is either the only one (no offload) or an inner one.
+        vid = aux_vid if aux_vid is not None else (eth.tags[0].vid if eth.tags else None)
+        return self.announce(pkt.tha, ifindex, vid, now, trigger="rarp")
+
+    def announce(
+        self, mac: bytes, ifindex: int, vid: int | None, now: float, trigger: str
+    ) -> list[Action]:
+        """`mac` showed up on port `ifindex` (VLAN `vid`): start a round unless one is recent."""
+        where = resolve(
+            self.mirror, ifindex, vid, self.config.fabric_kinds, self.config.fabric_ports
+        )
+        if isinstance(where, Ignored):
+            return self._drop(where.reason, ifindex, mac=format_mac(mac), detail=where.detail)
+        self.stats["announcements"] += 1
+        key = (mac, where.key)
+        last = self._last_round.get(key)
+        if last is not None and now - last < self.config.holddown:
+            self.stats["dropped.duplicate"] += 1
+            return [self._log("duplicate", "debug", mac, where, since_ms=_ms(now - last))]
+        bindings = self.mirror.bindings(mac, where.l3, now)
+        port = self._ifname(ifindex)
+        if not bindings:
+            self.stats["dropped.unknown-mac"] += 1
+            return [
+                self._log(
+                    "announcement",
+                    "info",
+                    mac,
+                    where,
+                    port=port,
+                    trigger=trigger,
+                    bindings=[],
+                    probes=0,
+                    result="unknown-mac",
+                )
+            ]
+        self._last_round[key] = now
+        old = self._rounds.pop(key, None)
+        if old is not None:
+            self._unwatch(old)
+        rnd = Round(mac, where, now, trigger)
+        actions: list[Action] = []
+        skipped: list[str] = []
+        for b in _dedupe(bindings):
+            src = source_address(self.mirror, where, b.address)
+            if src is None:
+                self.stats["skipped.no-source-address"] += 1
+                skipped.append(str(b.address))
+                continue
+            t = Target(b.neighbor.index, b.address, src, self._initial_state(mac, b))
+            rnd.targets[b.address] = t
+            self._watch[(t.ifindex, t.address)] = key
+            if t.state is TargetState.PROBING and self.config.relearn:
+                actions.append(self._resolve(t))
+            actions.append(self._probe(rnd, t, now))
+        self._rounds[key] = rnd
+        self.stats["rounds"] += 1
+        fields: dict[str, object] = {
+            "port": port,
+            "trigger": trigger,
+            "bindings": [f"{t.address}({t.state.value})" for t in rnd.targets.values()],
+            "probes": sum(1 for a in actions if isinstance(a, SendFrame)),
+        }
+        if skipped:
+            fields["no_source_address"] = skipped
+        actions.append(self._log("announcement", "info", mac, where, **fields))
+        if not rnd.open:
+            self._finish(key, rnd, now)
+        return actions
+
+    def on_netlink(self, event: Event, now: float) -> list[Action]:
+        """A neighbor change the mirror has already applied: does it move a round on?"""
+        rec = event.record
+        if not isinstance(rec, Neighbor) or rec.address is None:
+            return []
+        key = self._watch.get((rec.index, rec.address))
+        if key is None:
+            return []
+        rnd = self._rounds.get(key)
+        if rnd is None:
+            return []
+        t = rnd.targets[rec.address]
+        if t.state not in (TargetState.PROBING, TargetState.REMOTE):
+            return []
+        actions: list[Action] = []
+        if event.change is Change.DEL or not rec.lladdr:
+            if t.state is TargetState.REMOTE and event.change is Change.DEL:
+                # EVPN withdrew its remote entry: now the VM's answer can be
+                # learned, provided the kernel is expecting it.
+                t.state = TargetState.PROBING
+                t.retry = 0
+                self.stats["remote-deleted"] += 1
+                if self.config.relearn:
+                    actions.append(self._resolve(t))
+                actions.append(self._probe(rnd, t, now))
+                actions.append(
+                    self._log(
+                        "remote-deleted",
+                        "info",
+                        rnd.mac,
+                        rnd.domain,
+                        address=str(t.address),
+                        after_ms=_ms(now - rnd.started),
+                    )
+                )
+            return actions
+        if rec.lladdr != rnd.mac:
+            return actions  # the address now belongs to someone else: leave it be
+        if rec.ext_learned:
+            # The control plane (re)installed its remote entry: do not fight
+            # it; wait for it to go away again.
+            t.state = TargetState.REMOTE
+            t.next_probe = None
+            return actions
+        if rec.state & _LOCAL_STATES and not rec.state & NUD_NOARP:
+            t.state = TargetState.CONFIRMED
+            t.confirmed_at = now
+            elapsed = now - rnd.started
+            self.confirm_times.append(elapsed)
+            self.stats["confirmed"] += 1
+            actions.append(
+                self._log(
+                    "confirmed",
+                    "info",
+                    rnd.mac,
+                    rnd.domain,
+                    address=str(t.address),
+                    after_ms=_ms(elapsed),
+                    probes=t.probes,
+                )
+            )
+            if not rnd.open:
+                self._finish(key, rnd, now)
+        return actions
+
+    def tick(self, now: float) -> list[Action]:
+        """Retries, give-ups and expiry; call at `next_deadline()` (or any time)."""
+        actions: list[Action] = []
+        for key, rnd in list(self._rounds.items()):
+            expired = now - rnd.started >= self.config.give_up
+            for t in rnd.targets.values():
+                if t.state not in (TargetState.PROBING, TargetState.REMOTE):
+                    continue
+                if expired:
+                    t.state = TargetState.GAVE_UP
+                    continue
+                if (
+                    t.state is TargetState.PROBING
+                    and t.next_probe is not None
+                    and now >= t.next_probe
+                ):
+                    n = self.mirror.neighbor(t.ifindex, t.address)
+                    # The kernel's own resolution failed or never started: again.
+                    unresolved = n is None or not n.state & NUD_INCOMPLETE
+                    if self.config.relearn and unresolved and t.resolves < self.config.max_resolves:
+                        actions.append(self._resolve(t))
+                    actions.append(self._probe(rnd, t, now))
+            if expired:
+                actions.extend(self._finish(key, rnd, now))
+        if self.mirror.remember > 0:
+            self.mirror.expire(now)
+        horizon = self.config.holddown
+        for k in [k for k, t in self._last_round.items() if now - t >= horizon]:
+            if k not in self._rounds:
+                del self._last_round[k]
+        return actions
+
+    def next_deadline(self) -> float | None:
+        """The earliest time `tick` has work to do (None: nothing pending)."""
+        best: float | None = None
+        for rnd in self._rounds.values():
+            cands = [rnd.started + self.config.give_up]
+            cands += [
+                t.next_probe
+                for t in rnd.targets.values()
+                if t.state is TargetState.PROBING and t.next_probe is not None
+            ]
+            m = min(cands)
+            best = m if best is None else min(best, m)
+        return best
+
+    def rounds(self) -> list[Round]:
+        return list(self._rounds.values())
+
+    def shutdown(self) -> list[Action]:
+        """Undo what is still ours (placeholders of open rounds) before exiting."""
+        actions: list[Action] = []
+        for key, rnd in list(self._rounds.items()):
+            for t in rnd.targets.values():
+                if t.state in (TargetState.PROBING, TargetState.REMOTE):
+                    t.state = TargetState.GAVE_UP
+            actions.extend(self._finish(key, rnd, rnd.started, log=False))
+        return actions
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _initial_state(self, mac: bytes, b: Binding) -> TargetState:
+        n = self.mirror.neighbor(b.neighbor.index, b.address)
+        if n is None or n.lladdr != mac or not b.live:
+            return TargetState.PROBING  # deleted (remembered) binding: nothing in the way
+        if n.ext_learned:
+            return TargetState.REMOTE
+        if n.state & (NUD_PERMANENT | NUD_NOARP):
+            return TargetState.STATIC
+        # A local dynamic entry: the kernel takes the VM's reply as confirmation.
+        return TargetState.PROBING
+
+    def _resolve(self, t: Target) -> Resolve:
+        t.resolves += 1
+        self.stats["resolves"] += 1
+        return Resolve(t.ifindex, t.address)
+
+    def _probe(self, rnd: Round, t: Target, now: float) -> SendFrame:
+        d = rnd.domain
+        if isinstance(t.address, IPv4Address) and isinstance(t.source, IPv4Address):
+            frame = arp_request_frame(d.egress_mac, t.source, rnd.mac, t.address, vid=d.tag)
+        elif isinstance(t.address, IPv6Address) and isinstance(t.source, IPv6Address):
+            # Unicast NS (RFC 4861 7.2.2 allows it for a known link-layer address).
+            frame = ns_frame(d.egress_mac, rnd.mac, t.source, t.address, t.address, vid=d.tag)
+        else:  # pragma: no cover - source_address() returns the target's family
+            raise AssertionError("source and target of different families")
+        t.probes += 1
+        backoff = self.config.retry_backoff
+        if t.retry < len(backoff):
+            t.next_probe = now + backoff[t.retry]
+            t.retry += 1
+        else:
+            t.next_probe = None
+        self.stats[f"probes.ipv{t.address.version}"] += 1
+        return SendFrame(d.egress, frame, t.address.version, t.address, t.source, rnd.mac)
+
+    def _finish(
+        self, key: tuple[bytes, tuple[int, int]], rnd: Round, now: float, log: bool = True
+    ) -> list[Action]:
+        self._rounds.pop(key, None)
+        self._unwatch(rnd)
+        actions: list[Action] = []
+        gave_up = [t for t in rnd.targets.values() if t.state is TargetState.GAVE_UP]
+        for t in gave_up:
+            if t.resolves:
+                actions.append(RemovePlaceholder(t.ifindex, t.address))
+        if gave_up:
+            self.stats["gave-up"] += len(gave_up)
+            if log:
+                actions.append(
+                    self._log(
+                        "gave-up",
+                        "warning",
+                        rnd.mac,
+                        rnd.domain,
+                        addresses=[str(t.address) for t in gave_up],
+                        after_ms=_ms(now - rnd.started),
+                    )
+                )
+        return actions
+
+    def _unwatch(self, rnd: Round) -> None:
+        for t in rnd.targets.values():
+            self._watch.pop((t.ifindex, t.address), None)
+
+    def _drop(self, reason: str, ifindex: int, **fields: object) -> list[Action]:
+        self.stats[f"dropped.{reason}"] += 1
+        # Copies of a frame already handled on its ingress port are expected:
+        # debug level. Everything else is worth an info line.
+        level = "debug" if reason.endswith("-copy") else "info"
+        fields = {k: v for k, v in fields.items() if v}
+        return [Log("dropped", level, {"reason": reason, "port": self._ifname(ifindex), **fields})]
+
+    def _log(self, event: str, level: str, mac: bytes, domain: Domain, **fields: object) -> Log:
+        return Log(event, level, {"mac": format_mac(mac), "domain": domain.name, **fields})
+
+    def _ifname(self, ifindex: int) -> str:
+        link = self.mirror.links.get(ifindex)
+        return link.name if link is not None else f"if{ifindex}"
+
+
+def _dedupe(bindings: list[Binding]) -> list[Binding]:
+    """One target per IP: the same address on the SVI and on a macvlan stacked on
+    it (or live and remembered) is one address of the VM, probed once."""
+    seen: dict[IPAddress, Binding] = {}
+    for b in bindings:
+        if b.address not in seen or (b.live and not seen[b.address].live):
+            seen[b.address] = b
+    return list(seen.values())
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

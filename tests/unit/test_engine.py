@@ -1,0 +1,252 @@
+"""The decision logic, driven with plain records and frames: no sockets."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+import pytest
+from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
+from scapy.layers.l2 import ARP, Dot1Q, Ether
+from topology import (
+    BR,
+    MACVLAN,
+    OTHER_MAC,
+    PORT,
+    SVI_MAC,
+    VM_MAC,
+    VX,
+    gone,
+    local,
+    new,
+    remote,
+    switch,
+)
+
+from rarp_replay.engine import (
+    Config,
+    Engine,
+    Log,
+    RemovePlaceholder,
+    Resolve,
+    SendFrame,
+)
+from rarp_replay.frames.arp import ArpPacket, rarp_request_frame
+from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
+from rarp_replay.macaddr import format_mac
+from rarp_replay.netlink.records import NUD_INCOMPLETE, NUD_PERMANENT, NUD_STALE, Neighbor
+
+VM = format_mac(VM_MAC)
+SVI = format_mac(SVI_MAC)
+
+
+def sends(actions: list) -> list[SendFrame]:  # type: ignore[type-arg]
+    return [a for a in actions if isinstance(a, SendFrame)]
+
+
+def logs(actions: list, event: str) -> list[Log]:  # type: ignore[type-arg]
+    return [a for a in actions if isinstance(a, Log) and a.event == event]
+
+
+def rarp(mac: bytes = VM_MAC, vid: int | None = None) -> bytes:
+    return rarp_request_frame(mac, vid=vid)
+
+
+def test_rarp_probes_every_address_with_correct_frames() -> None:
+    eng = Engine(switch(remote("192.0.2.10"), remote("198.51.100.10"), remote("2001:db8:100::10")))
+    actions = eng.on_frame(rarp(), PORT, None, now=1.0)
+    out = sends(actions)
+    assert {str(s.target) for s in out} == {"192.0.2.10", "198.51.100.10", "2001:db8:100::10"}
+    for s in out:
+        assert s.egress == BR
+        pkt = Ether(s.frame)
+        assert pkt.dst == VM and pkt.src == SVI
+        if s.family == 4:
+            arp = pkt[ARP]
+            assert arp.op == 1 and arp.hwsrc == SVI and arp.hwdst == VM
+            assert arp.pdst == str(s.target)
+            expected_src = "192.0.2.252" if arp.pdst.startswith("192.") else "198.51.100.252"
+            assert arp.psrc == expected_src != "0.0.0.0"
+        else:
+            ip6 = pkt[IPv6]
+            assert ip6.hlim == 255 and ip6.dst == "2001:db8:100::10"
+            assert ip6.src == "2001:db8:100::252"
+            assert pkt[ICMPv6ND_NS].tgt == "2001:db8:100::10"
+            assert pkt[ICMPv6NDOptSrcLLAddr].lladdr == SVI
+            chk = pkt[ICMPv6ND_NS].cksum
+            del pkt[ICMPv6ND_NS].cksum
+            assert Ether(bytes(pkt))[ICMPv6ND_NS].cksum == chk
+    [line] = logs(actions, "announcement")
+    assert line.fields["mac"] == VM and line.fields["port"] == "swp1"
+    assert line.fields["domain"] == "br100" and line.fields["probes"] == 3
+
+
+def test_qemu_burst_gives_one_round() -> None:
+    eng = Engine(switch(remote("192.0.2.10")))
+    total = []
+    for t in (0.0, 0.05, 0.2, 0.45, 0.8):
+        total += sends(eng.on_frame(rarp(), PORT, None, now=t))
+        # The same frame also seen on the bridge and the macvlan: copies.
+        total += sends(eng.on_frame(rarp(), BR, None, now=t))
+        total += sends(eng.on_frame(rarp(), MACVLAN, None, now=t))
+    assert len(total) == 1
+    assert eng.stats["dropped.duplicate"] == 4
+    assert eng.stats["dropped.bridge-copy"] == 5
+
+
+def test_new_round_after_holddown() -> None:
+    eng = Engine(switch(local("192.0.2.10", state=NUD_STALE)), Config(holddown=5.0))
+    assert len(sends(eng.on_frame(rarp(), PORT, None, now=0.0))) == 1
+    assert len(sends(eng.on_frame(rarp(), PORT, None, now=4.9))) == 0
+    assert len(sends(eng.on_frame(rarp(), PORT, None, now=5.1))) == 1
+
+
+def test_rarp_from_fabric_never_probes() -> None:
+    eng = Engine(switch(remote("192.0.2.10")))
+    actions = eng.on_frame(rarp(), VX, None, now=0.0)
+    assert sends(actions) == [] and eng.stats["dropped.fabric-port"] == 1
+    assert logs(actions, "dropped")[0].fields["reason"] == "fabric-port"
+
+
+def test_unknown_mac_then_known_mac_still_served() -> None:
+    eng = Engine(switch(remote("192.0.2.10")))
+    actions = eng.on_frame(rarp(OTHER_MAC), PORT, None, now=0.0)
+    assert sends(actions) == []
+    assert logs(actions, "announcement")[0].fields["result"] == "unknown-mac"
+    assert len(sends(eng.on_frame(rarp(), PORT, None, now=0.1))) == 1
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (b"", "malformed"),
+        (b"\xff" * 13, "malformed"),
+        (rarp()[:20], "malformed"),
+        (EthernetFrame(b"\xff" * 6, VM_MAC, 0x0806, bytes(46)).build(), "not-rarp"),
+        (
+            EthernetFrame(
+                b"\xff" * 6,
+                VM_MAC,
+                ETH_P_RARP,
+                ArpPacket(4, VM_MAC, bytes(4), VM_MAC, bytes(4)).build(),
+            ).build(),
+            "not-rarp-request",
+        ),
+        (
+            EthernetFrame(
+                b"\xff" * 6,
+                VM_MAC,
+                ETH_P_RARP,
+                ArpPacket(3, VM_MAC, bytes(4), b"\xff" * 6, bytes(4)).build(),
+            ).build(),
+            "target-not-unicast",
+        ),
+        (
+            EthernetFrame(
+                b"\xff" * 6,
+                VM_MAC,
+                ETH_P_RARP,
+                ArpPacket(3, VM_MAC, bytes(16), VM_MAC, bytes(16), ptype=0x86DD).build(),
+            ).build(),
+            "not-ethernet-ipv4",
+        ),
+    ],
+)
+def test_bad_frames_are_counted_drops(frame: bytes, reason: str) -> None:
+    eng = Engine(switch(remote("192.0.2.10")))
+    actions = eng.on_frame(frame, PORT, None, now=0.0)
+    assert sends(actions) == []
+    assert eng.stats[f"dropped.{reason}"] == 1
+    # ...and the engine still serves the next good frame.
+    assert len(sends(eng.on_frame(rarp(), PORT, None, now=0.1))) == 1
+
+
+def test_deleted_binding_still_probed_and_resolved() -> None:
+    m = switch(remote("192.0.2.10"))
+    m.apply(gone(remote("192.0.2.10")), now=0.0)
+    eng = Engine(m)
+    actions = eng.on_frame(rarp(), PORT, None, now=0.05)
+    assert Resolve(BR, ip_address("192.0.2.10")) in actions
+    assert len(sends(actions)) == 1
+
+
+def test_macvlan_binding_does_not_double_probes() -> None:
+    eng = Engine(switch(remote("192.0.2.10"), local("192.0.2.10", index=MACVLAN)))
+    assert len(sends(eng.on_frame(rarp(), PORT, None, now=0.0))) == 1
+
+
+def test_tagged_rarp_probe_carries_the_tag() -> None:
+    eng = Engine(switch(remote("192.0.2.10")))
+    [s] = sends(eng.on_frame(rarp(vid=30), PORT, None, now=0.0))
+    assert Ether(s.frame)[Dot1Q].vlan == 30
+    # Tag delivered in PACKET_AUXDATA instead of the frame: same result.
+    eng2 = Engine(switch(remote("192.0.2.10")))
+    [s2] = sends(eng2.on_frame(rarp(), PORT, 30, now=0.0))
+    assert s2.frame == s.frame
+
+
+def test_remote_entry_deleted_triggers_relearn_then_confirmation() -> None:
+    m = switch(remote("192.0.2.10"))
+    eng = Engine(m)
+    first = eng.on_frame(rarp(), PORT, None, now=0.0)
+    assert not [a for a in first if isinstance(a, Resolve)]  # the remote entry is in the way
+    assert eng.next_deadline() == 30.0  # no retries while waiting for the withdrawal
+    ev = gone(remote("192.0.2.10"))
+    m.apply(ev, now=0.11)
+    actions = eng.on_netlink(ev, now=0.11)
+    assert Resolve(BR, ip_address("192.0.2.10")) in actions and len(sends(actions)) == 1
+    inc = new(Neighbor(2, BR, ip_address("192.0.2.10"), None, NUD_INCOMPLETE))
+    m.apply(inc, 0.111)
+    assert eng.on_netlink(inc, 0.111) == []
+    ok = new(local("192.0.2.10"))
+    m.apply(ok, 0.112)
+    [conf] = logs(eng.on_netlink(ok, now=0.112), "confirmed")
+    assert conf.fields["after_ms"] == 112.0
+    assert eng.rounds() == [] and eng.stats["confirmed"] == 1
+
+
+def test_control_plane_reinstall_is_not_fought() -> None:
+    m = switch(remote("192.0.2.10"))
+    eng = Engine(m)
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    ev = gone(remote("192.0.2.10"))
+    m.apply(ev, 0.1)
+    eng.on_netlink(ev, 0.1)
+    again = new(remote("192.0.2.10"))
+    m.apply(again, 0.2)
+    assert eng.on_netlink(again, 0.2) == []
+    # Waiting again: no retries scheduled until it is deleted once more.
+    assert sends(eng.tick(5.0)) == []
+
+
+def test_unanswered_probe_retries_with_backoff_then_gives_up_and_cleans() -> None:
+    m = switch(remote("192.0.2.10"))
+    m.apply(gone(remote("192.0.2.10")), now=0.0)
+    cfg = Config(give_up=3.0, retry_backoff=(0.2, 0.5, 1.0))
+    eng = Engine(m, cfg)
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    times = []
+    now = 0.0
+    while (deadline := eng.next_deadline()) is not None:
+        now = deadline
+        acts = eng.tick(now)
+        if sends(acts):
+            times.append(round(now, 3))
+        if any(isinstance(a, RemovePlaceholder) for a in acts):
+            assert logs(acts, "gave-up")
+            break
+    assert times == [0.2, 0.7, 1.7]
+    assert now == 3.0 and eng.rounds() == []
+
+
+def test_shutdown_removes_placeholders_of_open_rounds() -> None:
+    m = switch(remote("192.0.2.10"))
+    m.apply(gone(remote("192.0.2.10")), now=0.0)
+    eng = Engine(m)
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    assert eng.shutdown() == [RemovePlaceholder(BR, ip_address("192.0.2.10"))]
+
+
+def test_already_local_static_entry_probed_once_no_round_left() -> None:
+    eng = Engine(switch(local("192.0.2.10", state=NUD_PERMANENT)))
+    assert len(sends(eng.on_frame(rarp(), PORT, None, now=0.0))) == 1
+    assert eng.rounds() == []
