@@ -32,6 +32,9 @@ SOL_SOCKET = 1
 SO_TIMESTAMPNS = 35
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 PACKET_OUTGOING = 4
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+TP_STATUS_VLAN_VALID = 1 << 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _setns_lock = threading.Lock()
@@ -212,6 +215,7 @@ class Frame:
     timestamp: float  # kernel receive (or transmit, for outgoing) time, SO_TIMESTAMPNS
     outgoing: bool
     ifindex: int
+    vlan: int | None = None  # VLAN id the kernel moved from the frame into PACKET_AUXDATA
 
 
 @dataclass
@@ -231,6 +235,7 @@ class Capture:
         self._cond = threading.Condition()
         self._sock = self.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self._sock.setsockopt(SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
         self._sock.bind((self.ifname, ETH_P_ALL))
         self._sock.settimeout(0.1)
         self._stop = False
@@ -248,7 +253,12 @@ class Capture:
             if self.predicate is not None and not self.predicate(data):
                 continue
             ts = time.time()
+            vlan = None
             for level, kind, payload in anc:
+                if level == SOL_PACKET and kind == PACKET_AUXDATA and len(payload) >= 20:
+                    status = int.from_bytes(payload[0:4], "little")
+                    if status & TP_STATUS_VLAN_VALID:
+                        vlan = int.from_bytes(payload[16:18], "little") & 0x0FFF
                 if level == SOL_SOCKET and kind == SCM_TIMESTAMPNS:
                     sec, nsec = (
                         int.from_bytes(payload[:8], "little"),
@@ -256,7 +266,7 @@ class Capture:
                     )
                     ts = sec + nsec / 1e9
             with self._cond:
-                self.frames.append(Frame(data, ts, addr[2] == PACKET_OUTGOING, addr[1]))
+                self.frames.append(Frame(data, ts, addr[2] == PACKET_OUTGOING, addr[1], vlan))
                 self._cond.notify_all()
 
     def wait_for(

@@ -1,0 +1,105 @@
+"""`rarp-reply`: the daemon's command line (also `python -m rarp_replay`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__, logs
+from ..daemon import Daemon, DaemonConfig
+from ..engine import Config
+from ..errors import CapabilityError, NetlinkError, RarpReplayError
+
+PROG = "rarp-reply"
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Hear hypervisor RARP announcements on local ports and probe the VM's "
+        "addresses (ARP, IPv6 NS) so this switch relearns them and EVPN re-advertises "
+        "the MAC/IP routes. Serves every interface, including ones created later.",
+    )
+    p.add_argument(
+        "--holddown",
+        type=_positive,
+        default=Config.holddown,
+        metavar="SECONDS",
+        help="one probe round per (MAC, L2 domain) within this window (default %(default)s)",
+    )
+    p.add_argument(
+        "--give-up",
+        type=_positive,
+        default=Config.give_up,
+        metavar="SECONDS",
+        help="follow each address this long for the kernel to learn it locally "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--remember",
+        type=_positive,
+        default=300.0,
+        metavar="SECONDS",
+        help="remember deleted neighbor bindings this long (default %(default)s)",
+    )
+    p.add_argument(
+        "--no-relearn",
+        action="store_true",
+        help="only probe; do not ask the kernel to resolve addresses whose "
+        "EVPN remote entry was withdrawn",
+    )
+    p.add_argument(
+        "--fabric-port",
+        action="append",
+        default=[],
+        metavar="IFNAME",
+        help="treat this port as a fabric uplink (never triggers); VXLAN and "
+        "other tunnel devices always are",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="decide and log, but send nothing and change nothing"
+    )
+    p.add_argument("--log-level", choices=list(logs.LEVELS), default="info")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logger = logs.setup(args.log_level, args.log_format)
+    engine = Config(
+        holddown=args.holddown,
+        give_up=args.give_up,
+        relearn=not args.no_relearn,
+        fabric_ports=frozenset(args.fabric_port),
+    )
+    config = DaemonConfig(engine=engine, remember=args.remember, dry_run=args.dry_run)
+    daemon = Daemon(config, logger)
+    try:
+        daemon.open()
+        return daemon.run()
+    except CapabilityError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except (NetlinkError, RarpReplayError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        daemon.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

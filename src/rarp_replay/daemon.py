@@ -1,0 +1,286 @@
+"""The daemon's I/O shell: sockets in, engine in the middle, actions out.
+
+Everything that decides lives in `engine` (and `domain`, `mirror`); this
+module only reads the capture and netlink sockets, keeps the clock, and
+carries out what the engine returns. Every I/O failure is logged and
+counted, and the loop goes on: a vanished interface, a send error, a
+netlink error never stop the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from . import capabilities
+from .engine import Action, Config, Engine, Log, RemovePlaceholder, Resolve, SendFrame
+from .errors import CapabilityError, InterfaceError, NetlinkError, NetlinkOverrun
+from .logs import emit
+from .macaddr import format_mac
+from .mirror import Mirror
+from .netlink.codec import (
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK,
+    RTMGRP_NEIGH,
+)
+from .netlink.records import NUD_INCOMPLETE, Neighbor
+from .netlink.socket import RtnlSocket
+from .packetsock import PacketSender, RarpCapture
+
+_GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+# Housekeeping (tombstone expiry, hold-down table) at least this often.
+_TICK = 1.0
+
+
+@dataclass
+class DaemonConfig:
+    engine: Config = field(default_factory=Config)
+    remember: float = 300.0  # seconds a deleted binding is remembered
+    dry_run: bool = False  # decide and log; send nothing, change nothing
+    capture_rcvbuf: int = 8 << 20
+    # 100,000 neighbor notifications are ~10 MB of netlink messages: a
+    # buffer of that order absorbs a mass change without ENOBUFS.
+    netlink_rcvbuf: int = 32 << 20
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, logger: logging.Logger) -> None:
+        self.config = config
+        self.log = logger
+        self.mirror = Mirror(remember=config.remember)
+        self.engine = Engine(self.mirror, config.engine)
+        self._stop_signal: int | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- start-up --------------------------------------------------------------
+
+    def open(self) -> None:
+        """Check privileges, load the mirror, open the sockets. Raises on failure."""
+        needed = [capabilities.CAP_NET_RAW]
+        if not self.config.dry_run:
+            needed.append(capabilities.CAP_NET_ADMIN)
+        for name in capabilities.missing(*needed):
+            why = (
+                "to capture RARPs and send probes"
+                if name == "CAP_NET_RAW"
+                else ("to manage neighbor entries")
+            )
+            raise CapabilityError(name, f"missing capability {name} ({why})")
+        started = time.monotonic()
+        # Subscribe before dumping, so nothing that changes during the dump is missed.
+        self.events = RtnlSocket(groups=_GROUPS, rcvbuf=self.config.netlink_rcvbuf)
+        self.requests = RtnlSocket()
+        self._load()
+        self.capture = RarpCapture(rcvbuf=self.config.capture_rcvbuf)
+        self.sender = PacketSender()
+        counts = self.mirror.counts()
+        emit(
+            self.log,
+            "ready",
+            "info",
+            pid=os.getpid(),
+            load_ms=_ms(time.monotonic() - started),
+            dry_run=self.config.dry_run,
+            **counts,
+        )
+
+    def _load(self) -> None:
+        now = time.monotonic()
+        links = self.requests.dump(RTM_GETLINK)
+        addrs = self.requests.dump(RTM_GETADDR)
+        neighs = self.requests.dump(RTM_GETNEIGH)
+        return_vanished = self.mirror.reset(links, addrs, neighs, now)
+        if return_vanished:
+            emit(self.log, "resync", "info", vanished=return_vanished)
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the exit code (0)."""
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        old_hup = signal.signal(signal.SIGHUP, self._on_signal)
+        old_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        _sd_notify(b"READY=1")
+        poller = select.poll()
+        for fd in (self.capture.fileno(), self.events.fileno(), self._wake_r):
+            poller.register(fd, select.POLLIN)
+        cap_fd, ev_fd = self.capture.fileno(), self.events.fileno()
+        try:
+            while self._stop_signal is None:
+                now = time.monotonic()
+                deadline = self.engine.next_deadline()
+                wait = _TICK if deadline is None else max(0.0, min(_TICK, deadline - now))
+                ready = {fd for fd, _ in poller.poll(wait * 1000)}
+                if ev_fd in ready:
+                    self._on_netlink()
+                if cap_fd in ready:
+                    self._on_capture()
+                if self._wake_r in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 64)
+                self._do(self.engine.tick(time.monotonic()))
+        finally:
+            self._do(self.engine.shutdown())
+            signal.set_wakeup_fd(old_fd)
+            for s, h in old.items():
+                signal.signal(s, h)
+            signal.signal(signal.SIGHUP, old_hup)
+        emit(
+            self.log,
+            "stopped",
+            "info",
+            signal=signal.Signals(self._stop_signal).name,
+            **{k.replace(".", "_"): v for k, v in sorted(self.engine.stats.items())},
+        )
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            return  # nothing to reload yet; never die on it
+        self._stop_signal = signum
+
+    def _on_capture(self) -> None:
+        for s in self.capture.recv_batch():
+            self._do(self.engine.on_frame(s.data, s.ifindex, s.vid, time.monotonic()))
+
+    def _on_netlink(self) -> None:
+        try:
+            events = self.events.recv_events()
+        except NetlinkOverrun:
+            # The kernel dropped notifications: the mirror has a gap. Re-dump
+            # (entries that vanished meanwhile become tombstones, as if seen).
+            self.engine.stats["netlink.redumps"] += 1
+            emit(self.log, "netlink-overrun", "warning", action="re-dump")
+            try:
+                self._load()
+            except NetlinkError as exc:
+                self.engine.stats["netlink.errors"] += 1
+                emit(self.log, "netlink-error", "error", error=str(exc))
+            return
+        except NetlinkError as exc:
+            self.engine.stats["netlink.errors"] += 1
+            emit(self.log, "netlink-error", "error", error=str(exc))
+            return
+        for ev in events:
+            now = time.monotonic()
+            self.mirror.apply(ev, now)
+            if isinstance(ev.record, Neighbor):
+                self._do(self.engine.on_netlink(ev, now))
+
+    # -- actions ---------------------------------------------------------------
+
+    def _do(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Log):
+                emit(self.log, a.event, a.level, **a.fields)
+            elif isinstance(a, SendFrame):
+                self._send(a)
+            elif isinstance(a, Resolve):
+                self._kernel(a)
+            elif isinstance(a, RemovePlaceholder):
+                n = self.mirror.neighbor(a.ifindex, a.address)
+                if n is not None and n.state & NUD_INCOMPLETE:
+                    self._kernel(a)
+
+    def _send(self, a: SendFrame) -> None:
+        if self.config.dry_run:
+            emit(
+                self.log,
+                "dry-run",
+                "info",
+                would="send",
+                family=f"ipv{a.family}",
+                target=str(a.target),
+                source=str(a.source),
+                mac=format_mac(a.mac),
+                egress=self._ifname(a.egress),
+            )
+            return
+        try:
+            self.sender.send_on(a.egress, a.frame)
+        except (InterfaceError, OSError) as exc:
+            self.engine.stats["send-errors"] += 1
+            emit(
+                self.log,
+                "send-error",
+                "warning",
+                egress=self._ifname(a.egress),
+                target=str(a.target),
+                error=str(exc),
+            )
+        else:
+            emit(
+                self.log,
+                "probe",
+                "debug",
+                family=f"ipv{a.family}",
+                target=str(a.target),
+                source=str(a.source),
+                mac=format_mac(a.mac),
+                egress=self._ifname(a.egress),
+            )
+
+    def _kernel(self, a: Resolve | RemovePlaceholder) -> None:
+        what = "resolve" if isinstance(a, Resolve) else "remove-placeholder"
+        dev = self._ifname(a.ifindex)
+        if self.config.dry_run:
+            emit(self.log, "dry-run", "info", would=what, address=str(a.address), dev=dev)
+            return
+        try:
+            if isinstance(a, Resolve):
+                self.requests.neigh_use(a.ifindex, a.address)
+            else:
+                self.requests.neigh_delete(a.ifindex, a.address)
+        except NetlinkError as exc:
+            if isinstance(a, RemovePlaceholder) and exc.errno == errno.ENOENT:
+                return  # already gone: the kernel or someone else removed it
+            self.engine.stats["netlink.errors"] += 1
+            emit(
+                self.log,
+                "netlink-error",
+                "warning",
+                action=what,
+                address=str(a.address),
+                dev=dev,
+                error=str(exc),
+            )
+
+    def _ifname(self, ifindex: int) -> str:
+        link = self.mirror.links.get(ifindex)
+        return link.name if link is not None else f"if{ifindex}"
+
+    def close(self) -> None:
+        for name in ("capture", "sender", "events", "requests"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def _sd_notify(message: bytes) -> None:
+    """Tell systemd (Type=notify) we are serving; a no-op outside systemd."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(path)
+        s.send(message)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
