@@ -17,12 +17,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import netlab
 import pytest
-from daemon_proc import DaemonProc
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
+import netlab
+from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
 
 pytestmark = pytest.mark.netns
