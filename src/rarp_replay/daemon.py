@@ -85,16 +85,7 @@ class Daemon:
         self._load()
         self.capture = RarpCapture(rcvbuf=self.config.capture_rcvbuf)
         self.sender = PacketSender()
-        counts = self.mirror.counts()
-        emit(
-            self.log,
-            "ready",
-            "info",
-            pid=os.getpid(),
-            load_ms=_ms(time.monotonic() - started),
-            dry_run=self.config.dry_run,
-            **counts,
-        )
+        self._load_ms = _ms(time.monotonic() - started)
 
     def _load(self) -> None:
         now = time.monotonic()
@@ -112,6 +103,16 @@ class Daemon:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         old_hup = signal.signal(signal.SIGHUP, self._on_signal)
         old_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        # Serving from here on: signal handlers are in place, sockets are open.
+        emit(
+            self.log,
+            "ready",
+            "info",
+            pid=os.getpid(),
+            load_ms=self._load_ms,
+            dry_run=self.config.dry_run,
+            **self.mirror.counts(),
+        )
         _sd_notify(b"READY=1")
         poller = select.poll()
         for fd in (self.capture.fileno(), self.events.fileno(), self._wake_r):
