@@ -169,8 +169,12 @@ def _tags(vid: int | None) -> tuple[VlanTag, ...]:
 
 
 def rarp_request_frame(mac: bytes, vid: int | None = None) -> bytes:
-    """The 60-octet broadcast RARP frame QEMU's qemu_announce_self sends for `mac`
-    (optionally 802.1Q-tagged with `vid`, then 64 octets)."""
+    """The 60-octet broadcast RARP frame QEMU's qemu_announce_self sends for `mac`.
+
+    With `vid` an 802.1Q tag is inserted and the frame is still padded to 60
+    octets in total (the tag eats 4 octets of padding), as Linux does; a bridge
+    that strips the tag re-pads the untagged frame to the minimum.
+    """
     packet = rarp_request(mac).build()
     return EthernetFrame(BROADCAST, mac, ETH_P_RARP, packet, _tags(vid)).build()
 
