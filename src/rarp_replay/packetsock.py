@@ -196,6 +196,24 @@ def _errno_error() -> OSError:
 
 _libc.bind.restype = ctypes.c_int
 _libc.bind.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_libc.sendto.restype = ctypes.c_ssize_t
+_libc.sendto.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_uint32,
+]
+# int recvmmsg(int fd, struct mmsghdr *msgvec, unsigned int vlen, int flags, struct timespec *)
+_libc.recvmmsg.restype = ctypes.c_int
+_libc.recvmmsg.argtypes = [
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_uint,
+    ctypes.c_int,
+    ctypes.c_void_p,
+]
 
 
 def _bind_ll(sock: socket.socket, ifindex: int, protocol: int) -> None:
@@ -308,16 +326,6 @@ class PacketSender:
         except BaseException:
             self._sock.close()
             raise
-        self._sendto = _libc.sendto
-        self._sendto.restype = ctypes.c_ssize_t
-        self._sendto.argtypes = [
-            ctypes.c_int,
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_int,
-            ctypes.c_char_p,
-            ctypes.c_uint32,
-        ]
 
     @staticmethod
     def _map(exc: OSError, ifname: str) -> BaseException:
@@ -343,9 +351,10 @@ class PacketSender:
         else:
             name, ifindex = f"#{interface}", interface
         addr = _sockaddr_ll(ifindex, 0)
-        sent = self._sendto(self._sock.fileno(), frame, len(frame), 0, addr, len(addr))
-        if sent < 0:
-            raise self._map(_errno_error(), name)
+        while _libc.sendto(self._sock.fileno(), frame, len(frame), 0, addr, len(addr)) < 0:
+            exc = _errno_error()
+            if exc.errno != errno.EINTR:  # a signal while waiting for send buffer: retry (PEP 475)
+                raise self._map(exc, name)
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -451,15 +460,6 @@ class RarpCapture:
         except BaseException:
             self._sock.close()
             raise
-        self._recvmmsg = _libc.recvmmsg
-        self._recvmmsg.restype = ctypes.c_int
-        self._recvmmsg.argtypes = [
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_void_p,
-        ]
         self._allocate(256)
 
     def _set_rcvbuf(self, size: int) -> None:
@@ -512,7 +512,7 @@ class RarpCapture:
             hdr.msg_namelen = _SOCKADDR_LL_SIZE
             hdr.msg_controllen = _CONTROL_SIZE
         self._dirty = 0
-        count = self._recvmmsg(
+        count = _libc.recvmmsg(
             self._sock.fileno(), ctypes.addressof(msgs), max_frames, _MSG_DONTWAIT, None
         )
         if count < 0:
