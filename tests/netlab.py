@@ -37,7 +37,7 @@ PACKET_AUXDATA = 8
 TP_STATUS_VLAN_VALID = 1 << 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_setns_lock = threading.Lock()
+_setns_lock = threading.RLock()  # re-entrant: entered() may nest
 
 # One id per test run (per process): every namespace name carries it.
 RUN_ID = f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"
@@ -214,7 +214,7 @@ class Frame:
     data: bytes
     timestamp: float  # kernel receive (or transmit, for outgoing) time, SO_TIMESTAMPNS
     outgoing: bool
-    ifindex: int
+    ifname: str
     vlan: int | None = None  # VLAN id the kernel moved from the frame into PACKET_AUXDATA
 
 
@@ -266,7 +266,7 @@ class Capture:
                     )
                     ts = sec + nsec / 1e9
             with self._cond:
-                self.frames.append(Frame(data, ts, addr[2] == PACKET_OUTGOING, addr[1], vlan))
+                self.frames.append(Frame(data, ts, addr[2] == PACKET_OUTGOING, addr[0], vlan))
                 self._cond.notify_all()
 
     def wait_for(

@@ -22,7 +22,7 @@ from types import FrameType
 
 from . import capabilities
 from .engine import Action, Config, Engine, Log, RemovePlaceholder, Resolve, SendFrame
-from .errors import CapabilityError, InterfaceError, NetlinkError, NetlinkOverrun
+from .errors import CapabilityError, InterfaceError, NetlinkError, NetlinkOverrunError
 from .logs import emit
 from .macaddr import format_mac
 from .mirror import Mirror
@@ -159,7 +159,7 @@ class Daemon:
     def _on_netlink(self) -> None:
         try:
             events = self.events.recv_events()
-        except NetlinkOverrun:
+        except NetlinkOverrunError:
             # The kernel dropped notifications: the mirror has a gap. Re-dump
             # (entries that vanished meanwhile become tombstones, as if seen).
             self.engine.stats["netlink.redumps"] += 1

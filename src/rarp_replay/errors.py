@@ -39,7 +39,7 @@ class NetlinkError(RarpReplayError):
         self.errno = errno
 
 
-class NetlinkOverrun(NetlinkError):
+class NetlinkOverrunError(NetlinkError):
     """The kernel dropped notifications (ENOBUFS): the mirror must re-dump."""
 
 

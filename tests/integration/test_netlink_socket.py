@@ -25,7 +25,7 @@ from typing import cast
 import pytest
 
 import netlab
-from rarp_replay.errors import NetlinkError, NetlinkOverrun
+from rarp_replay.errors import NetlinkError, NetlinkOverrunError
 from rarp_replay.netlink import codec
 from rarp_replay.netlink.records import (
     AF_BRIDGE,
@@ -416,7 +416,7 @@ def test_overrun_raises_and_socket_recovers(topo: Topo) -> None:
         topo.ns.ip("-batch", batch.name)
     finally:
         os.unlink(batch.name)
-    with pytest.raises(NetlinkOverrun) as info:
+    with pytest.raises(NetlinkOverrunError) as info:
         for _ in range(count):  # the error comes before or among the queued notifications
             events_sock.recv_events()
     assert info.value.errno == errno.ENOBUFS

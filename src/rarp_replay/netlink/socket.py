@@ -21,7 +21,7 @@ import socket
 from ipaddress import ip_address
 from types import TracebackType
 
-from rarp_replay.errors import NetlinkError, NetlinkOverrun
+from rarp_replay.errors import NetlinkError, NetlinkOverrunError
 from rarp_replay.netlink.codec import (
     NETLINK_CAP_ACK,
     NETLINK_EXT_ACK,
@@ -136,7 +136,7 @@ class RtnlSocket:
     def _recv(self, block: bool) -> bytes | None:
         """One datagram from the kernel as bytes, or None when none is pending (block=False).
 
-        Raises NetlinkOverrun on ENOBUFS: the kernel reports it once when a multicast
+        Raises NetlinkOverrunError on ENOBUFS: the kernel reports it once when a multicast
         listener's receive buffer overflowed, i.e. notifications were dropped.
         """
         while True:
@@ -156,7 +156,7 @@ class RtnlSocket:
                 continue
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
-                    raise NetlinkOverrun(
+                    raise NetlinkOverrunError(
                         "netlink receive buffer overrun: notifications were lost", errno.ENOBUFS
                     ) from exc
                 raise NetlinkError(f"netlink receive failed: {exc}", exc.errno or 0) from exc
@@ -231,7 +231,7 @@ class RtnlSocket:
 
         Reads until the socket is empty or about `max_bytes` were read (so one call's work
         stays bounded; call again while `fileno()` is readable). Returns [] when nothing is
-        pending. Raises NetlinkOverrun if the kernel dropped notifications (ENOBUFS): the
+        pending. Raises NetlinkOverrunError if the kernel dropped notifications (ENOBUFS): the
         caller must re-dump; events read by this call before the overrun are discarded with
         it, as the re-dump supersedes them.
         """
@@ -245,7 +245,7 @@ class RtnlSocket:
             total += len(data)
             for mtype, _flags, _seq, start, end in iter_spans(data):
                 if mtype == NLMSG_OVERRUN:
-                    raise NetlinkOverrun("kernel reported NLMSG_OVERRUN", errno.ENOBUFS)
+                    raise NetlinkOverrunError("kernel reported NLMSG_OVERRUN", errno.ENOBUFS)
                 event = decode_span(mtype, data, start, end)
                 if event is not None:
                     append(event)
