@@ -133,19 +133,32 @@ def _icmp6_checksum(src: bytes, dst: bytes, payload: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def ns_frame(src_mac: str, src_ip: str, target_ip: str, dst_mac: str | None = None) -> bytes:
+def ns_frame(
+    src_mac: str,
+    src_ip: str,
+    target_ip: str,
+    dst_mac: str | None = None,
+    *,
+    solicited_node: bool | None = None,
+) -> bytes:
     """An IPv6 Neighbour Solicitation with a source link-layer address option.
 
-    Unicast (to `dst_mac` and the target address itself) like a NUD probe, or
-    multicast to the target's solicited-node group when `dst_mac` is None.
+    The Ethernet destination is `dst_mac` (unicast) or, when None, the
+    solicited-node group's 33:33:ff:.. MAC. The IPv6 destination is the
+    solicited-node group when `solicited_node` (default: when `dst_mac` is
+    None), else the target itself like a NUD probe. It matters: Linux answers
+    a NS sent to a unicast IPv6 address with a NA *without* the target
+    link-layer address option, and such a NA cannot complete an INCOMPLETE
+    entry nor create one (accept_untracked_na); a unicast frame to the
+    solicited-node address still reaches only the VM and gets the option.
     """
     src6 = socket.inet_pton(socket.AF_INET6, src_ip)
     tgt6 = socket.inet_pton(socket.AF_INET6, target_ip)
-    if dst_mac:
-        dst6, eth_dst = tgt6, mac_bytes(dst_mac)
-    else:
-        dst6 = socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:0")[:13] + tgt6[13:]
-        eth_dst = b"\x33\x33" + dst6[12:]
+    snm6 = socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:0")[:13] + tgt6[13:]
+    if solicited_node is None:
+        solicited_node = dst_mac is None
+    dst6 = snm6 if solicited_node else tgt6
+    eth_dst = mac_bytes(dst_mac) if dst_mac else b"\x33\x33" + snm6[12:]
     icmp = struct.pack("!BBHI", 135, 0, 0, 0) + tgt6 + b"\x01\x01" + mac_bytes(src_mac)
     icmp = icmp[:2] + struct.pack("!H", _icmp6_checksum(src6, dst6, icmp)) + icmp[4:]
     ip6 = struct.pack("!IHBB", 6 << 28, len(icmp), 58, 255) + src6 + dst6
@@ -530,6 +543,11 @@ class EvpnFabric:
                              ("ndisc_notify", 0), ("addr_gen_mode", 1)):  # fmt: skip
                 vm.sysctl(f"net.ipv6.conf.eth0.{key}", val)
             vm.ip("addr", "add", f"{VM_IP6}/64", "dev", "eth0", "nodad")
+            # Answering a leaf's NS creates an entry for the leaf (the NA goes
+            # out through it: STALE -> DELAY) and 5 s later the VM would
+            # re-probe the leaf on its own. A silent guest must not; keep the
+            # entry in DELAY for an hour instead.
+            vm.sysctl("net.ipv6.neigh.eth0.delay_first_probe_time", 3600)
             # The kernel re-sends MLD reports whenever carrier returns ("we might
             # have roamed"): after a re-plug that would announce the VM before
             # any RARP. MLD is the only IPv6 traffic with a hop-by-hop header,
@@ -730,6 +748,12 @@ class EvpnFabric:
                 interval=0.02,
                 what=f"remote neighbour {ip} on {OTHER[leaf]}",
             )
+        if self.vm_ipv6:
+            # Unlike an ARP reply, the leaf's NA goes out through its new
+            # entry for the VM (STALE -> DELAY): 5 s later the leaf would
+            # probe the VM and make it answer. Park the entry in STALE.
+            self.ns[leaf].ip("-6", "neigh", "change", VM_IP6, "lladdr", VM_MAC,
+                             "dev", "br100", "nud", "stale")  # fmt: skip
 
     def has_remote_neighbor(self, leaf: str, ip: str = VM_IP4) -> bool:
         """Does `leaf`'s kernel hold zebra's remote entry (VM MAC, NOARP extern_learn) for `ip`?"""
@@ -765,14 +789,14 @@ class EvpnFabric:
     def send_rarps(
         self, pattern: str = "qemu", after_each: Callable[[int], None] | None = None
     ) -> float:
-        """Send the VM's RARP announcement from its current location; time of the first one.
+        """Send the VM's RARP announcement; returns time.time() of the first frame.
 
-        The frames leave through the VM's port on the host bridge ("vmtap" is
-        the host-side end; sending on it would go *to* the VM, so we inject on
-        the VM's own eth0: the frame then enters the host bridge via vmtap
-        exactly like QEMU's announcement). `after_each(i)` runs right after
-        frame i (used to interleave probes). pattern "qemu": 5 frames at
-        0/50/200/450/800 ms; "once": a single frame.
+        Injected on a packet socket on the VM's eth0 (QEMU writes them into
+        the VM's tap the same way): they enter the host bridge through
+        "vmtap", so every bridge on the way learns the MAC on the right port.
+        No kernel state of the VM is involved. pattern "qemu": 5 frames at
+        +0/50/200/450/800 ms; "once": one frame. `after_each(i)` runs right
+        after frame i (to interleave probes, as the original design did).
         """
         offsets = {"qemu": QEMU_RARP_OFFSETS, "once": (0.0,)}[pattern]
         frame = rarp_frame(VM_MAC)
@@ -793,16 +817,22 @@ class EvpnFabric:
                     after_each(i)
         return first
 
-    def probe_from(self, leaf: str, ip: str = VM_IP4, *, unicast: bool = True) -> None:
+    def probe_from(
+        self, leaf: str, ip: str = VM_IP4, *, unicast: bool = True, solicited_node: bool = False
+    ) -> None:
         """One hand-built ARP request (or NS for an IPv6 `ip`) from `leaf`'s SVI to the VM.
 
-        Sent on a packet socket, so the kernel has no neighbour entry in
-        INCOMPLETE state for it: this is the original design's probe.
+        Sent on a packet socket, so the leaf's kernel has no INCOMPLETE entry
+        waiting for the answer: this is the original design's probe. For a NS,
+        `solicited_node` sends it (still to the VM's MAC when `unicast`) to the
+        solicited-node address so that the NA carries the VM's MAC.
         """
         ip4, ip6, svi_mac = SVI[leaf]
         dst_mac = VM_MAC if unicast else None
         if ":" in ip:
-            frame = ns_frame(svi_mac, ip6, ip, dst_mac)
+            frame = ns_frame(
+                svi_mac, ip6, ip, dst_mac, solicited_node=solicited_node or not unicast
+            )
         else:
             frame = arp_request_frame(svi_mac, ip4, ip, dst_mac)
         sock = self.ns[leaf].socket(socket.AF_PACKET, socket.SOCK_RAW)
