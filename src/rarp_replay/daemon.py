@@ -35,7 +35,7 @@ from .netlink.codec import (
     RTMGRP_LINK,
     RTMGRP_NEIGH,
 )
-from .netlink.records import NUD_INCOMPLETE, Neighbor
+from .netlink.records import AF_BRIDGE, NUD_INCOMPLETE, Neighbor
 from .netlink.socket import RtnlSocket
 from .packetsock import PacketSender, RarpCapture
 
@@ -92,6 +92,9 @@ class Daemon:
         links = self.requests.dump(RTM_GETLINK)
         addrs = self.requests.dump(RTM_GETADDR)
         neighs = self.requests.dump(RTM_GETNEIGH)
+        if self.config.engine.fdb_trigger:
+            # Where each MAC is, so that a move to a local port can be seen.
+            neighs += self.requests.dump(RTM_GETNEIGH, AF_BRIDGE)
         return_vanished = self.mirror.reset(links, addrs, neighs, now)
         if return_vanished:
             emit(self.log, "resync", "info", vanished=return_vanished)
@@ -176,9 +179,13 @@ class Daemon:
             return
         for ev in events:
             now = time.monotonic()
-            self.mirror.apply(ev, now)
-            if isinstance(ev.record, Neighbor):
-                self._do(self.engine.on_netlink(ev, now))
+            previous = self.mirror.apply(ev, now)
+            rec = ev.record
+            if isinstance(rec, Neighbor):
+                if rec.family == AF_BRIDGE:
+                    self._do(self.engine.on_fdb(ev, previous, now))
+                else:
+                    self._do(self.engine.on_netlink(ev, now))
 
     # -- actions ---------------------------------------------------------------
 

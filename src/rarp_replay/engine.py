@@ -68,6 +68,11 @@ class Config:
     # Ask the kernel to resolve addresses whose remote entry is gone.
     relearn: bool = True
     max_resolves: int = 3
+    # Also start a round when the bridge learns a MAC on a local port that it
+    # had on another port (a VXLAN port, i.e. remote in EVPN, or another
+    # access port): guests that announce with GARP/NA, hypervisors that
+    # announce nothing, a lost RARP. Deduplicated with the RARP trigger.
+    fdb_trigger: bool = True
     fabric_kinds: frozenset[str] = DEFAULT_FABRIC_KINDS
     fabric_ports: frozenset[str] = frozenset()
 
@@ -240,6 +245,7 @@ class Engine:
             actions.append(self._probe(rnd, t, now))
         self._rounds[key] = rnd
         self.stats["rounds"] += 1
+        self.stats[f"rounds.{trigger}"] += 1
         fields: dict[str, object] = {
             "port": port,
             "trigger": trigger,
@@ -252,6 +258,26 @@ class Engine:
         if not rnd.open:
             self._finish(key, rnd, now)
         return actions
+
+    def on_fdb(self, event: Event, previous: Neighbor | None, now: float) -> list[Action]:
+        """A bridge FDB change (AF_BRIDGE RTM_NEWNEIGH) that the mirror has applied;
+        `previous` is the entry it replaced. A MAC that moved to a local port
+        gets the same round as a RARP would give it."""
+        rec = event.record
+        if (
+            not self.config.fdb_trigger
+            or event.change is not Change.NEW
+            or not isinstance(rec, Neighbor)
+            or previous is None
+            or rec.lladdr is None
+            or previous.index == rec.index
+            or rec.ext_learned  # installed by the control plane: remote, not learned here
+            or rec.state & NUD_PERMANENT  # the bridge's own addresses
+            or not is_unicast(rec.lladdr)
+        ):
+            return []
+        self.stats["fdb-moves"] += 1
+        return self.announce(rec.lladdr, rec.index, rec.vlan, now, trigger="fdb-move")
 
     def on_netlink(self, event: Event, now: float) -> list[Action]:
         """A neighbor change the mirror has already applied: does it move a round on?"""

@@ -58,16 +58,22 @@ class Mirror:
         self.links: dict[int, Link] = {}
         self.addresses: dict[int, dict[IPAddress, Address]] = {}
         self.neighbors: dict[NeighKey, Neighbor] = {}
+        # Bridge FDB: (bridge ifindex, VLAN or 0, MAC) -> entry (its port is `index`).
+        self.fdb: dict[tuple[int, int, bytes], Neighbor] = {}
         self._by_mac: dict[bytes, dict[NeighKey, Neighbor]] = {}
         self._tombstones: dict[bytes, dict[NeighKey, tuple[Neighbor, float]]] = {}
         self._uppers_cache: dict[int, tuple[int, ...]] | None = None
 
     # -- feeding -------------------------------------------------------
 
-    def apply(self, event: Event, now: float) -> None:
+    def apply(self, event: Event, now: float) -> Neighbor | None:
+        """Apply one change. For a bridge FDB change, returns the entry it replaces
+        (where the MAC was before), so a move from one port to another is seen."""
         rec = event.record
         if isinstance(rec, Neighbor):
-            if rec.family != AF_BRIDGE and rec.address is not None:
+            if rec.family == AF_BRIDGE:
+                return self._fdb_apply(event.change, rec)
+            if rec.address is not None:
                 if event.change is Change.NEW:
                     self._neigh_new(rec, now)
                 else:
@@ -89,6 +95,20 @@ class Mirror:
                 per[rec.address] = rec
             else:
                 per.pop(rec.address, None)
+        return None
+
+    def _fdb_apply(self, change: Change, rec: Neighbor) -> Neighbor | None:
+        # Only the bridge's own table (entries with a master); a VXLAN device's
+        # "self" entries (remote VTEPs) are not MAC locations.
+        if rec.master is None or rec.lladdr is None:
+            return None
+        key = (rec.master, rec.vlan or 0, rec.lladdr)
+        old = self.fdb.get(key)
+        if change is Change.NEW:
+            self.fdb[key] = rec
+        else:
+            self.fdb.pop(key, None)
+        return old
 
     def apply_all(self, events: Iterable[Event], now: float) -> None:
         for ev in events:
@@ -116,9 +136,14 @@ class Mirror:
         old = self.neighbors
         self.neighbors = {}
         self._by_mac = {}
+        self.fdb = {}
         for ev in neighbors:
             rec = ev.record
-            if isinstance(rec, Neighbor) and rec.address is not None and rec.family != AF_BRIDGE:
+            if not isinstance(rec, Neighbor):
+                continue
+            if rec.family == AF_BRIDGE:
+                self._fdb_apply(Change.NEW, rec)
+            elif rec.address is not None:
                 self._neigh_new(rec, now)
         vanished = 0
         for key, n in old.items():
@@ -227,6 +252,7 @@ class Mirror:
             "links": len(self.links),
             "addresses": sum(len(v) for v in self.addresses.values()),
             "neighbors": len(self.neighbors),
+            "fdb": len(self.fdb),
             "macs": len(self._by_mac),
             "remembered": sum(len(v) for v in self._tombstones.values()),
         }

@@ -323,3 +323,43 @@ def test_sigterm_exits_zero_and_missing_capability_is_one_line(net: Net) -> None
     )
     assert proc.returncode == 1 and "CAP_NET_ADMIN" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_mac_moving_to_another_local_port_without_rarp_is_probed(net: Net) -> None:
+    """Issue 7's trigger: the bridge learns the VM's MAC on another local port
+    (its first frame there is a gratuitous ARP, no RARP at all)."""
+    # The VM's MAC is known on swp1 first (it speaks once), then "migrates" to swp2.
+    net.vm.run("ping", "-c1", "-W1", "192.0.2.252", check=False)
+    netlab.wait_until(
+        lambda: (
+            "swp1" in net.sw.run("bridge", "fdb", "show", "br", "br100").stdout
+            and VM_MAC in net.sw.run("bridge", "fdb", "show", "dev", "swp1").stdout
+        )
+    )
+    d = DaemonProc(net.sw).ready()
+    vm_b = net.lab.netns("vmb")
+    net.lab.veth(vm_b, "eth0", net.sw, "swp2")
+    net.sw.ip("link", "set", "swp2", "master", "br100")
+    vm_b.ip("link", "set", "eth0", "address", VM_MAC)
+    vm_b.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+    cap = vm_b.capture("eth0")
+    tx = vm_b.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    tx.bind(("eth0", 0))
+    garp = bytes(
+        Ether(dst="ff:ff:ff:ff:ff:ff", src=VM_MAC)
+        / ARP(op=1, hwsrc=VM_MAC, psrc="192.0.2.10", hwdst="00:00:00:00:00:00", pdst="192.0.2.10")
+    )
+    tx.send(garp)
+    [line] = d.wait_event("announcement")
+    assert line["trigger"] == "fdb-move" and line["port"] == "swp2"
+    got = cap.wait_for(
+        1,
+        match=lambda f: (
+            not f.outgoing
+            and ARP in Ether(f.data)
+            and Ether(f.data)[ARP].op == 1
+            and Ether(f.data).src == SVI_MAC
+        ),
+    )
+    assert Ether(got[0].data)[ARP].pdst in VM_V4
+    tx.close()

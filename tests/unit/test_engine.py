@@ -12,6 +12,7 @@ from topology import (
     MACVLAN,
     OTHER_MAC,
     PORT,
+    PORT2,
     SVI_MAC,
     VM_MAC,
     VX,
@@ -33,7 +34,14 @@ from rarp_replay.engine import (
 from rarp_replay.frames.arp import ArpPacket, rarp_request_frame
 from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
 from rarp_replay.macaddr import format_mac
-from rarp_replay.netlink.records import NUD_INCOMPLETE, NUD_PERMANENT, NUD_STALE, Neighbor
+from rarp_replay.netlink.records import (
+    AF_BRIDGE,
+    NTF_EXT_LEARNED,
+    NUD_INCOMPLETE,
+    NUD_PERMANENT,
+    NUD_STALE,
+    Neighbor,
+)
 
 VM = format_mac(VM_MAC)
 SVI = format_mac(SVI_MAC)
@@ -250,3 +258,67 @@ def test_already_local_static_entry_probed_once_no_round_left() -> None:
     eng = Engine(switch(local("192.0.2.10", state=NUD_PERMANENT)))
     assert len(sends(eng.on_frame(rarp(), PORT, None, now=0.0))) == 1
     assert eng.rounds() == []
+
+
+def fdb(port: int, mac: bytes = VM_MAC, flags: int = 0, state: int = 0x02) -> Neighbor:
+    return Neighbor(AF_BRIDGE, port, None, mac, state, flags, master=BR)
+
+
+def test_fdb_move_from_vxlan_to_local_port_starts_a_round() -> None:
+    m = switch(remote("192.0.2.10"))
+    m.apply(new(fdb(VX, flags=NTF_EXT_LEARNED)), 0.0)
+    eng = Engine(m)
+    ev = new(fdb(PORT))
+    previous = m.apply(ev, 1.0)
+    actions = eng.on_fdb(ev, previous, 1.0)
+    assert len(sends(actions)) == 1
+    assert logs(actions, "announcement")[0].fields["trigger"] == "fdb-move"
+    # The RARP of the same migration, a moment later: one round, not two.
+    assert sends(eng.on_frame(rarp(), PORT, None, now=1.01)) == []
+    assert eng.stats["rounds"] == 1 and eng.stats["dropped.duplicate"] == 1
+
+
+def test_rarp_first_then_fdb_move_is_one_round() -> None:
+    m = switch(remote("192.0.2.10"))
+    m.apply(new(fdb(VX, flags=NTF_EXT_LEARNED)), 0.0)
+    eng = Engine(m)
+    assert len(sends(eng.on_frame(rarp(), PORT, None, now=1.0))) == 1
+    ev = new(fdb(PORT))
+    assert sends(eng.on_fdb(ev, m.apply(ev, 1.001), 1.001)) == []
+    assert eng.stats["rounds"] == 1
+
+
+def test_local_to_local_move_counts() -> None:
+    m = switch(local("192.0.2.10", state=NUD_STALE))
+    m.apply(new(fdb(PORT)), 0.0)
+    eng = Engine(m)
+    ev = new(fdb(PORT2))
+    assert len(sends(eng.on_fdb(ev, m.apply(ev, 1.0), 1.0))) == 1
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "why"),
+    [
+        (None, fdb(PORT), "first sighting is no move"),
+        (fdb(PORT), fdb(PORT), "refresh on the same port"),
+        (fdb(PORT), fdb(VX, flags=NTF_EXT_LEARNED), "moved away to the fabric"),
+        (fdb(PORT), fdb(PORT2, state=0x80), "the bridge's own address"),
+    ],
+)
+def test_fdb_changes_that_are_not_moves_to_a_local_port(
+    before: Neighbor | None, after: Neighbor, why: str
+) -> None:
+    m = switch(remote("192.0.2.10"))
+    if before is not None:
+        m.apply(new(before), 0.0)
+    eng = Engine(m)
+    ev = new(after)
+    assert eng.on_fdb(ev, m.apply(ev, 1.0), 1.0) == [], why
+
+
+def test_fdb_trigger_can_be_turned_off() -> None:
+    m = switch(remote("192.0.2.10"))
+    m.apply(new(fdb(VX, flags=NTF_EXT_LEARNED)), 0.0)
+    eng = Engine(m, Config(fdb_trigger=False))
+    ev = new(fdb(PORT))
+    assert eng.on_fdb(ev, m.apply(ev, 1.0), 1.0) == []

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         "EVPN remote entry was withdrawn",
     )
     p.add_argument(
+        "--no-fdb-trigger",
+        action="store_true",
+        help="react to RARPs only, not to the bridge learning a MAC that moved to a local port",
+    )
+    p.add_argument(
         "--fabric-port",
         action="append",
         default=[],
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         holddown=args.holddown,
         give_up=args.give_up,
         relearn=not args.no_relearn,
+        fdb_trigger=not args.no_fdb_trigger,
         fabric_ports=frozenset(args.fabric_port),
     )
     config = DaemonConfig(engine=engine, remember=args.remember, dry_run=args.dry_run)
