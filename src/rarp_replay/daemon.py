@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from . import capabilities
-from .engine import Action, Config, Engine, Log, RemovePlaceholder, Resolve, SendFrame
+from .engine import (
+    Action,
+    Config,
+    Engine,
+    Log,
+    RemovePlaceholder,
+    Resolve,
+    SendFrame,
+    Takeover,
+)
 from .errors import CapabilityError, InterfaceError, NetlinkError, NetlinkOverrunError
 from .logs import emit
 from .macaddr import format_mac
@@ -35,7 +44,7 @@ from .netlink.codec import (
     RTMGRP_LINK,
     RTMGRP_NEIGH,
 )
-from .netlink.records import AF_BRIDGE, NUD_INCOMPLETE, Neighbor
+from .netlink.records import AF_BRIDGE, NUD_INCOMPLETE, NUD_REACHABLE, Neighbor
 from .netlink.socket import RtnlSocket
 from .packetsock import PacketSender, RarpCapture
 
@@ -83,7 +92,9 @@ class Daemon:
         self.events = RtnlSocket(groups=_GROUPS, rcvbuf=self.config.netlink_rcvbuf)
         self.requests = RtnlSocket()
         self._load()
-        self.capture = RarpCapture(rcvbuf=self.config.capture_rcvbuf)
+        self.capture = RarpCapture(
+            rcvbuf=self.config.capture_rcvbuf, replies=self.config.engine.takeover
+        )
         self.sender = PacketSender()
         self._load_ms = _ms(time.monotonic() - started)
 
@@ -195,7 +206,7 @@ class Daemon:
                 emit(self.log, a.event, a.level, **a.fields)
             elif isinstance(a, SendFrame):
                 self._send(a)
-            elif isinstance(a, Resolve):
+            elif isinstance(a, Resolve | Takeover):
                 self._kernel(a)
             elif isinstance(a, RemovePlaceholder):
                 n = self.mirror.neighbor(a.ifindex, a.address)
@@ -240,8 +251,8 @@ class Daemon:
                 egress=self._ifname(a.egress),
             )
 
-    def _kernel(self, a: Resolve | RemovePlaceholder) -> None:
-        what = "resolve" if isinstance(a, Resolve) else "remove-placeholder"
+    def _kernel(self, a: Resolve | Takeover | RemovePlaceholder) -> None:
+        what = {Resolve: "resolve", Takeover: "takeover"}.get(type(a), "remove-placeholder")
         dev = self._ifname(a.ifindex)
         if self.config.dry_run:
             emit(self.log, "dry-run", "info", would=what, address=str(a.address), dev=dev)
@@ -249,6 +260,12 @@ class Daemon:
         try:
             if isinstance(a, Resolve):
                 self.requests.neigh_use(a.ifindex, a.address)
+            elif isinstance(a, Takeover):
+                # Not extern_learn: this entry is ours, and the kernel's own
+                # NUD machine keeps it fresh (REACHABLE -> STALE -> probes).
+                self.requests.neigh_replace(
+                    a.ifindex, a.address, a.mac, NUD_REACHABLE, protocol=a.protocol
+                )
             else:
                 self.requests.neigh_delete(a.ifindex, a.address)
         except NetlinkError as exc:

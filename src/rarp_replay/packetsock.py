@@ -246,7 +246,28 @@ def _jump(code: int, k: int, jt: int, jf: int) -> tuple[int, int, int, int]:
     return (code, jt, jf, k & 0xFFFFFFFF)
 
 
-def rarp_filter() -> list[tuple[int, int, int, int]]:
+_ETH_P_ARP = 0x0806
+_ETH_P_IPV6 = 0x86DD
+_ARPOP_REPLY = 2
+_IPPROTO_ICMPV6 = 58
+_ND_NEIGHBOR_ADVERT = 136
+
+_Insn = tuple[int, int, str | None, str | None]  # code, k, true label, false label
+
+
+def _assemble(listing: list[tuple[str | None, _Insn]]) -> list[tuple[int, int, int, int]]:
+    """Resolve labels into classic BPF's relative forward jumps."""
+    where = {label: i for i, (label, _) in enumerate(listing) if label}
+    prog = []
+    for i, (_, (code, k, jt, jf)) in enumerate(listing):
+        t = where[jt] - i - 1 if jt else 0
+        f = where[jf] - i - 1 if jf else 0
+        assert 0 <= t <= 255 and 0 <= f <= 255, "classic BPF jumps only forward, 8 bits"
+        prog.append(_jump(code, k, t, f) if (jt or jf) else _stmt(code, k))
+    return prog
+
+
+def rarp_filter(replies: bool = False) -> list[tuple[int, int, int, int]]:
     """The classic BPF program of `RarpCapture`: RARP (untagged, one or two tags), not outgoing.
 
     The program sees the frame from the destination MAC (packet_rcv() pushes the
@@ -256,44 +277,49 @@ def rarp_filter() -> list[tuple[int, int, int, int]]:
     shows at offset 12; the tagged forms cover devices and paths where the tag
     stays inline (and the inner tag of QinQ, which stays inline). A load past the
     end of the frame makes the kernel return 0, which drops short frames.
+
+    With `replies`, untagged ARP replies and ICMPv6 Neighbor Advertisements
+    (no IPv6 extension headers: RFC 4861 messages carry none) pass too: the
+    VM's answers to our probes, which prove it is local (make-before-break).
+    Received frames are always untagged by then (see above), so offsets are fixed.
     """
     ld_w_abs = BPF_LD | BPF_W | BPF_ABS
     ld_h_abs = BPF_LD | BPF_H | BPF_ABS
+    ld_b_abs = BPF_LD | BPF_B | BPF_ABS
     jeq_k = BPF_JMP | BPF_JEQ | BPF_K
     ret_k = BPF_RET | BPF_K
-    accept, drop = 12, 13
-    prog = [
-        # 0: ld [SKF_AD_OFF+SKF_AD_PKTTYPE]  ; A = skb->pkt_type
-        _stmt(ld_w_abs, SKF_AD_OFF + SKF_AD_PKTTYPE),
-        # 1: jeq #PACKET_OUTGOING, drop      ; dev_queue_xmit_nit() copies: ours, bridge floods
-        _jump(jeq_k, PACKET_OUTGOING, drop - 2, 0),
-        # 2: ldh [12]                        ; A = outer EtherType / TPID
-        _stmt(ld_h_abs, 12),
-        # 3: jeq #0x8035, accept             ; untagged RARP
-        _jump(jeq_k, _ETH_P_RARP, accept - 4, 0),
-        # 4: jeq #0x8100, tag1               ; 802.1Q tag inline
-        _jump(jeq_k, _ETH_P_8021Q, 1, 0),
-        # 5: jeq #0x88a8, tag1, drop         ; 802.1ad tag inline, else not ours
-        _jump(jeq_k, _ETH_P_8021AD, 0, drop - 6),
-        # 6: tag1: ldh [16]                  ; A = EtherType after one tag
-        _stmt(ld_h_abs, 16),
-        # 7: jeq #0x8035, accept             ; RARP behind one tag
-        _jump(jeq_k, _ETH_P_RARP, accept - 8, 0),
-        # 8: jeq #0x8100, tag2               ; a second (inner) tag
-        _jump(jeq_k, _ETH_P_8021Q, 1, 0),
-        # 9: jeq #0x88a8, tag2, drop
-        _jump(jeq_k, _ETH_P_8021AD, 0, drop - 10),
-        # 10: tag2: ldh [20]                 ; A = EtherType after two tags
-        _stmt(ld_h_abs, 20),
-        # 11: jeq #0x8035, accept, drop      ; RARP behind two tags
-        _jump(jeq_k, _ETH_P_RARP, accept - 12, drop - 12),
-        # 12: accept: ret #0x40000           ; whole frame (the recv buffer bounds the copy)
-        _stmt(ret_k, 0x40000),
-        # 13: drop: ret #0
-        _stmt(ret_k, 0),
+    other = "replies" if replies else "drop"
+    listing: list[tuple[str | None, _Insn]] = [
+        # ld [SKF_AD_OFF+SKF_AD_PKTTYPE]: dev_queue_xmit_nit() copies (ours, bridge floods)
+        (None, (ld_w_abs, SKF_AD_OFF + SKF_AD_PKTTYPE, None, None)),
+        (None, (jeq_k, PACKET_OUTGOING, "drop", "ether")),
+        ("ether", (ld_h_abs, 12, None, None)),  # outer EtherType / TPID
+        (None, (jeq_k, _ETH_P_RARP, "accept", "q1")),  # untagged RARP
+        ("q1", (jeq_k, _ETH_P_8021Q, "tag1", "ad1")),  # 802.1Q tag inline
+        ("ad1", (jeq_k, _ETH_P_8021AD, "tag1", other)),  # 802.1ad tag inline
+        ("tag1", (ld_h_abs, 16, None, None)),  # EtherType after one tag
+        (None, (jeq_k, _ETH_P_RARP, "accept", "q2")),
+        ("q2", (jeq_k, _ETH_P_8021Q, "tag2", "ad2")),  # a second (inner) tag
+        ("ad2", (jeq_k, _ETH_P_8021AD, "tag2", "drop")),
+        ("tag2", (ld_h_abs, 20, None, None)),  # EtherType after two tags
+        (None, (jeq_k, _ETH_P_RARP, "accept", "drop")),
     ]
-    assert len(prog) == drop + 1
-    return prog
+    if replies:
+        listing += [
+            ("replies", (jeq_k, _ETH_P_ARP, "arp", "ipv6")),
+            ("arp", (ld_h_abs, 20, None, None)),  # ar$op (RFC 826)
+            (None, (jeq_k, _ARPOP_REPLY, "accept", "drop")),
+            ("ipv6", (jeq_k, _ETH_P_IPV6, "nh", "drop")),
+            ("nh", (ld_b_abs, 20, None, None)),  # IPv6 next header
+            (None, (jeq_k, _IPPROTO_ICMPV6, "icmp", "drop")),
+            ("icmp", (ld_b_abs, 54, None, None)),  # ICMPv6 type
+            (None, (jeq_k, _ND_NEIGHBOR_ADVERT, "accept", "drop")),
+        ]
+    listing += [
+        ("accept", (ret_k, 0x40000, None, None)),  # whole frame (recv buffer bounds the copy)
+        ("drop", (ret_k, 0, None, None)),
+    ]
+    return _assemble(listing)
 
 
 # --- sender ---
@@ -444,6 +470,7 @@ class RarpCapture:
         rcvbuf: int = DEFAULT_RCVBUF,
         snaplen: int = DEFAULT_SNAPLEN,
         program: list[tuple[int, int, int, int]] | None = None,
+        replies: bool = False,
     ) -> None:
         self._snaplen = snaplen
         self._drops = 0
@@ -451,7 +478,7 @@ class RarpCapture:
         self._dirty = 0
         self._sock = _open_packet_socket()
         try:
-            attach_filter(self._sock, rarp_filter() if program is None else program)
+            attach_filter(self._sock, rarp_filter(replies) if program is None else program)
             self._sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             self._sock.setsockopt(_SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             self._set_rcvbuf(rcvbuf)

@@ -12,6 +12,7 @@ The VM's bindings are pre-installed on the switch as EVPN would
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from collections.abc import Iterator
@@ -134,7 +135,8 @@ def test_probes_every_address_with_exact_fields_and_vm_answers(net: Net) -> None
         # Sender IP: the SVI address in the target's subnet, never 0.0.0.0.
         assert a.psrc == ("192.0.2.252" if a.pdst == "192.0.2.10" else "198.51.100.252")
     [ns] = nss
-    assert ns[IPv6].src == "2001:db8:100::252" and ns[IPv6].dst == VM_V6
+    # To the solicited-node address (so the NA carries its link-layer address).
+    assert ns[IPv6].src == "2001:db8:100::252" and ns[IPv6].dst == "ff02::1:ff00:10"
     assert ns[IPv6].hlim == 255 and ns[ICMPv6ND_NS].tgt == VM_V6
     assert ns[ICMPv6NDOptSrcLLAddr].lladdr == SVI_MAC
     chk = ns[ICMPv6ND_NS].cksum
@@ -363,3 +365,22 @@ def test_mac_moving_to_another_local_port_without_rarp_is_probed(net: Net) -> No
     )
     assert Ether(got[0].data)[ARP].pdst in VM_V4
     tx.close()
+
+
+def test_vm_reply_replaces_remote_entry_with_local_one(net: Net) -> None:
+    """Make-before-break: the VM's answer proves it is local; the kernel would
+    ignore it (the entry is NOARP), so the daemon replaces the entry itself."""
+    d = DaemonProc(net.sw).ready()
+    net.rarp_from_vm()
+    d.wait_event("takeover", count=3)
+    d.wait_event("confirmed", count=3)
+
+    def entries() -> dict[str, dict[str, object]]:
+        out = net.sw.run("ip", "-j", "neigh", "show", "dev", "br100").stdout
+        return {e["dst"]: e for e in json.loads(out)}
+
+    got = entries()
+    for ip in (*VM_V4, VM_V6):
+        e = got[ip]
+        assert e["lladdr"] == VM_MAC and "extern_learn" not in e.get("flags", [])
+        assert e["state"] == ["REACHABLE"] and e.get("protocol") == "82", e

@@ -197,3 +197,34 @@ def test_verdict_matches_a_plain_reading(frame: bytes, pkt_type: int) -> None:
 def test_ancillary_offset_is_encoded_as_unsigned(prog: Program) -> None:
     # struct sock_filter.k is __u32: SKF_AD_OFF + SKF_AD_PKTTYPE = -4092 -> 0xfffff004.
     assert prog[0] == (BPF_LD | BPF_W | BPF_ABS, 0, 0, 0xFFFFF004)
+
+
+def _arp_op(op: int) -> bytes:
+    return eth(0x0806, struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + bytes(20))
+
+
+def _icmp6(icmp_type: int, next_header: int = 58) -> bytes:
+    ip6 = struct.pack("!IHBB", 6 << 28, 24, next_header, 255) + bytes(32)
+    return eth(0x86DD, ip6 + bytes([icmp_type]) + bytes(23))
+
+
+@pytest.mark.parametrize(
+    ("frame", "accepted"),
+    [
+        (RARP, True),
+        (RARP_QINQ, True),
+        (_arp_op(2), True),  # ARP reply: the VM answering a probe
+        (_arp_op(1), False),  # ARP request
+        (_icmp6(136), True),  # Neighbor Advertisement
+        (_icmp6(135), False),  # Neighbor Solicitation
+        (_icmp6(136, next_header=0), False),  # hop-by-hop header first: not an ND message
+        (IPV4, False),
+        (ARP_TAGGED, False),
+    ],
+)
+def test_reply_mode(frame: bytes, accepted: bool) -> None:
+    prog = rarp_filter(replies=True)
+    assert (run_bpf(prog, frame) > 0) is accepted
+    assert run_bpf(prog, frame, PACKET_OUTGOING) == 0
+    # Without reply mode only RARP passes.
+    assert (run_bpf(rarp_filter(), frame) > 0) is (frame in (RARP, RARP_QINQ))

@@ -5,7 +5,13 @@ from __future__ import annotations
 from ipaddress import ip_address
 
 import pytest
-from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
+from scapy.layers.inet6 import (
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6NDOptDstLLAddr,
+    ICMPv6NDOptSrcLLAddr,
+    IPv6,
+)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from topology import (
     BR,
@@ -30,6 +36,7 @@ from rarp_replay.engine import (
     RemovePlaceholder,
     Resolve,
     SendFrame,
+    Takeover,
 )
 from rarp_replay.frames.arp import ArpPacket, rarp_request_frame
 from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
@@ -76,7 +83,8 @@ def test_rarp_probes_every_address_with_correct_frames() -> None:
             assert arp.psrc == expected_src != "0.0.0.0"
         else:
             ip6 = pkt[IPv6]
-            assert ip6.hlim == 255 and ip6.dst == "2001:db8:100::10"
+            # Solicited-node destination, so the VM's NA carries its link-layer address.
+            assert ip6.hlim == 255 and ip6.dst == "ff02::1:ff00:10"
             assert ip6.src == "2001:db8:100::252"
             assert pkt[ICMPv6ND_NS].tgt == "2001:db8:100::10"
             assert pkt[ICMPv6NDOptSrcLLAddr].lladdr == SVI
@@ -129,7 +137,7 @@ def test_unknown_mac_then_known_mac_still_served() -> None:
         (b"", "malformed"),
         (b"\xff" * 13, "malformed"),
         (rarp()[:20], "malformed"),
-        (EthernetFrame(b"\xff" * 6, VM_MAC, 0x0806, bytes(46)).build(), "not-rarp"),
+        (EthernetFrame(b"\xff" * 6, VM_MAC, 0x0800, bytes(46)).build(), "not-rarp"),
         (
             EthernetFrame(
                 b"\xff" * 6,
@@ -322,3 +330,63 @@ def test_fdb_trigger_can_be_turned_off() -> None:
     eng = Engine(m, Config(fdb_trigger=False))
     ev = new(fdb(PORT))
     assert eng.on_fdb(ev, m.apply(ev, 1.0), 1.0) == []
+
+
+def arp_reply_from_vm(ip: str, mac: bytes = VM_MAC) -> bytes:
+    return bytes(
+        Ether(dst=SVI, src=format_mac(mac))
+        / ARP(op=2, hwsrc=format_mac(mac), psrc=ip, hwdst=SVI, pdst="192.0.2.252")
+    )
+
+
+def na_from_vm(ip: str) -> bytes:
+    return bytes(
+        Ether(dst=SVI, src=VM)
+        / IPv6(src=ip, dst="2001:db8:100::252", hlim=255)
+        / ICMPv6ND_NA(tgt=ip, R=0, S=1, O=1)
+        / ICMPv6NDOptDstLLAddr(lladdr=VM)
+    )
+
+
+def test_reply_while_remote_entry_exists_takes_over_once() -> None:
+    m = switch(remote("192.0.2.10"), remote("2001:db8:100::10"))
+    eng = Engine(m)
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    # The copy seen on the bridge device and an answer via the fabric do nothing.
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), BR, None, 0.001) == []
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), VX, None, 0.001) == []
+    acts = eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.001)
+    assert Takeover(BR, ip_address("192.0.2.10"), VM_MAC, 82) in acts
+    assert logs(acts, "takeover")[0].fields["after_ms"] == 1.0
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.002) == []
+    acts6 = eng.on_frame(na_from_vm("2001:db8:100::10"), PORT, None, 0.003)
+    assert Takeover(BR, ip_address("2001:db8:100::10"), VM_MAC, 82) in acts6
+    # Our own write shows up as a local REACHABLE entry: confirmed.
+    ok = new(local("192.0.2.10"))
+    m.apply(ok, 0.004)
+    assert logs(eng.on_netlink(ok, 0.004), "confirmed")
+
+
+def test_reply_for_someone_else_or_unknown_round_is_ignored() -> None:
+    eng = Engine(switch(remote("192.0.2.10")))
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.0) == []  # no round
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.99"), PORT, None, 0.001) == []
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.10", OTHER_MAC), PORT, None, 0.001) == []
+
+
+def test_no_takeover_when_disabled_or_control_plane_reinstalls() -> None:
+    eng = Engine(switch(remote("192.0.2.10")), Config(takeover=False))
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.001) == []
+    m = switch(remote("192.0.2.10"))
+    eng = Engine(m)
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.001)
+    again = new(remote("192.0.2.10"))  # zebra puts its entry back: it wins
+    m.apply(again, 0.01)
+    eng.on_netlink(again, 0.01)
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.02) == []
+    gone_ev = gone(remote("192.0.2.10"))
+    m.apply(gone_ev, 0.1)
+    assert Resolve(BR, ip_address("192.0.2.10")) in eng.on_netlink(gone_ev, 0.1)

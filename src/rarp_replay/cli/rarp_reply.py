@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         "EVPN remote entry was withdrawn",
     )
     p.add_argument(
+        "--no-takeover",
+        action="store_true",
+        help="never replace EVPN's remote entry when the VM answers (no make-before-break); "
+        "wait for the old leaf's withdrawal instead",
+    )
+    p.add_argument(
         "--no-fdb-trigger",
         action="store_true",
         help="react to RARPs only, not to the bridge learning a MAC that moved to a local port",
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         give_up=args.give_up,
         relearn=not args.no_relearn,
         fdb_trigger=not args.no_fdb_trigger,
+        takeover=not args.no_takeover,
         fabric_ports=frozenset(args.fabric_port),
     )
     config = DaemonConfig(engine=engine, remember=args.remember, dry_run=args.dry_run)
