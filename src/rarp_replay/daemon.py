@@ -209,8 +209,11 @@ class Daemon:
             elif isinstance(a, Resolve | Takeover):
                 self._kernel(a)
             elif isinstance(a, RemovePlaceholder):
+                # NTF_USE creates its INCOMPLETE entry without a notification,
+                # so an entry the mirror does not know may be ours: delete it
+                # too (ENOENT is fine). A learned entry is never touched.
                 n = self.mirror.neighbor(a.ifindex, a.address)
-                if n is not None and n.state & NUD_INCOMPLETE:
+                if n is None or n.state & NUD_INCOMPLETE:
                     self._kernel(a)
 
     def _send(self, a: SendFrame) -> None:
