@@ -46,6 +46,7 @@ from .netlink.records import (
     IPAddress,
     Neighbor,
 )
+from .ratelimit import KeyedBuckets, TokenBucket
 
 # States in which the kernel holds an entry it learned (or can learn) from the
 # host itself: zebra treats these as local neighbors and advertises them.
@@ -88,6 +89,20 @@ class Config:
     # included, which recognises its own entries by protocol) mistakes them
     # for the control plane's. 82 is unassigned in iproute2's rt_protos.
     neigh_protocol: int = 82
+    # Rate limits (token buckets: per second, burst). Generous by default: a
+    # mass evacuation announces thousands of VMs within a second, often from
+    # one hypervisor port, and every one of them must be served. They exist so
+    # that a host flooding RARPs (multicast or PXE storms) can neither starve
+    # other ports nor turn the switch into an ARP cannon.
+    port_rate: float = 2000.0
+    port_burst: float = 20000.0
+    global_rate: float = 5000.0
+    global_burst: float = 40000.0
+    probe_rate: float = 10000.0
+    probe_burst: float = 60000.0
+    # Drop log lines: at most this many per reason in a burst, refilled at 1/s;
+    # the next line that gets through says how many were suppressed.
+    drop_log_burst: float = 20.0
     fabric_kinds: frozenset[str] = DEFAULT_FABRIC_KINDS
     fabric_ports: frozenset[str] = frozenset()
 
@@ -191,6 +206,13 @@ class Engine:
         self._rounds: dict[tuple[bytes, tuple[int, int]], Round] = {}
         # (ifindex, address) -> round key: neighbor events find their round in O(1).
         self._watch: dict[tuple[int, IPAddress], tuple[bytes, tuple[int, int]]] = {}
+        c = self.config
+        self._port_buckets = KeyedBuckets(c.port_rate, c.port_burst)
+        self._global_bucket = TokenBucket(c.global_rate, c.global_burst)
+        self._probe_bucket = TokenBucket(c.probe_rate, c.probe_burst)
+        self._drop_logs = KeyedBuckets(1.0, c.drop_log_burst)
+        self._drop_reasons: dict[str, int] = {}
+        self._suppressed: Counter[str] = Counter()
 
     # -- inputs ----------------------------------------------------------------
 
@@ -200,21 +222,21 @@ class Engine:
         try:
             eth = EthernetFrame.parse(data)
         except FrameError as exc:
-            return self._drop("malformed", ifindex, detail=str(exc))
+            return self._drop("malformed", ifindex, now, detail=str(exc))
         if eth.ethertype in (ETH_P_ARP, ETH_P_IPV6) and not eth.tags:
             return self._on_reply(data, ifindex, aux_vid, now)
         if eth.ethertype != ETH_P_RARP:
-            return self._drop("not-rarp", ifindex, detail=f"ethertype 0x{eth.ethertype:04x}")
+            return self._drop("not-rarp", ifindex, now, detail=f"ethertype 0x{eth.ethertype:04x}")
         try:
             pkt = ArpPacket.parse(eth.payload)
         except FrameError as exc:
-            return self._drop("malformed", ifindex, detail=str(exc))
+            return self._drop("malformed", ifindex, now, detail=str(exc))
         if not pkt.is_ethernet_ipv4:
-            return self._drop("not-ethernet-ipv4", ifindex)
+            return self._drop("not-ethernet-ipv4", ifindex, now)
         if pkt.op != ArpOp.RARP_REQUEST:
-            return self._drop("not-rarp-request", ifindex, detail=f"op {pkt.op}")
+            return self._drop("not-rarp-request", ifindex, now, detail=f"op {pkt.op}")
         if not is_unicast(pkt.tha):
-            return self._drop("target-not-unicast", ifindex, mac=format_mac(pkt.tha))
+            return self._drop("target-not-unicast", ifindex, now, mac=format_mac(pkt.tha))
         # The tag the kernel moved to PACKET_AUXDATA is the outermost one; a tag
         # still in the frame is either the only one (no offload) or an inner one.
         vid = aux_vid if aux_vid is not None else (eth.tags[0].vid if eth.tags else None)
@@ -228,7 +250,11 @@ class Engine:
             self.mirror, ifindex, vid, self.config.fabric_kinds, self.config.fabric_ports
         )
         if isinstance(where, Ignored):
-            return self._drop(where.reason, ifindex, mac=format_mac(mac), detail=where.detail)
+            return self._drop(where.reason, ifindex, now, mac=format_mac(mac), detail=where.detail)
+        if not self._port_buckets.take(ifindex, now):
+            return self._drop("rate-limit-port", ifindex, now, mac=format_mac(mac))
+        if not self._global_bucket.take(now):
+            return self._drop("rate-limit-global", ifindex, now, mac=format_mac(mac))
         self.stats["announcements"] += 1
         key = (mac, where.key)
         last = self._last_round.get(key)
@@ -239,19 +265,16 @@ class Engine:
         port = self._ifname(ifindex)
         if not bindings:
             self.stats["dropped.unknown-mac"] += 1
-            return [
-                self._log(
-                    "announcement",
-                    "info",
-                    mac,
-                    where,
-                    port=port,
-                    trigger=trigger,
-                    bindings=[],
-                    probes=0,
-                    result="unknown-mac",
-                )
-            ]
+            fields: dict[str, object] = {
+                "port": port,
+                "trigger": trigger,
+                "bindings": [],
+                "probes": 0,
+                "result": "unknown-mac",
+            }
+            if not self._log_allowed("unknown-mac", now, fields):
+                return []
+            return [self._log("announcement", "info", mac, where, **fields)]
         self._last_round[key] = now
         old = self._rounds.pop(key, None)
         if old is not None:
@@ -270,11 +293,11 @@ class Engine:
             self._watch[(t.ifindex, t.address)] = key
             if t.state is TargetState.PROBING and self.config.relearn:
                 actions.append(self._resolve(t))
-            actions.append(self._probe(rnd, t, now))
+            actions.extend(self._probe(rnd, t, now))
         self._rounds[key] = rnd
         self.stats["rounds"] += 1
         self.stats[f"rounds.{trigger}"] += 1
-        fields: dict[str, object] = {
+        fields = {
             "port": port,
             "trigger": trigger,
             "bindings": [f"{t.address}({t.state.value})" for t in rnd.targets.values()],
@@ -377,7 +400,7 @@ class Engine:
                 self.stats["remote-deleted"] += 1
                 if self.config.relearn:
                     actions.append(self._resolve(t))
-                actions.append(self._probe(rnd, t, now))
+                actions.extend(self._probe(rnd, t, now))
                 actions.append(
                     self._log(
                         "remote-deleted",
@@ -439,7 +462,7 @@ class Engine:
                     unresolved = n is None or not n.state & NUD_INCOMPLETE
                     if self.config.relearn and unresolved and t.resolves < self.config.max_resolves:
                         actions.append(self._resolve(t))
-                    actions.append(self._probe(rnd, t, now))
+                    actions.extend(self._probe(rnd, t, now))
             if expired:
                 actions.extend(self._finish(key, rnd, now))
         if self.mirror.remember > 0:
@@ -495,7 +518,22 @@ class Engine:
         self.stats["resolves"] += 1
         return Resolve(t.ifindex, t.address)
 
-    def _probe(self, rnd: Round, t: Target, now: float) -> SendFrame:
+    def _probe(self, rnd: Round, t: Target, now: float) -> list[Action]:
+        if not self._probe_bucket.take(now):
+            # Keep the schedule moving: the next retry tries again.
+            self._schedule_retry(t, now)
+            return self._drop("rate-limit-probe", t.ifindex, now, address=str(t.address))
+        return [self._send_probe(rnd, t, now)]
+
+    def _schedule_retry(self, t: Target, now: float) -> None:
+        backoff = self.config.retry_backoff
+        if t.retry < len(backoff):
+            t.next_probe = now + backoff[t.retry]
+            t.retry += 1
+        else:
+            t.next_probe = None
+
+    def _send_probe(self, rnd: Round, t: Target, now: float) -> SendFrame:
         d = rnd.domain
         if isinstance(t.address, IPv4Address) and isinstance(t.source, IPv4Address):
             frame = arp_request_frame(d.egress_mac, t.source, rnd.mac, t.address, vid=d.tag)
@@ -511,12 +549,7 @@ class Engine:
         else:  # pragma: no cover - source_address() returns the target's family
             raise AssertionError("source and target of different families")
         t.probes += 1
-        backoff = self.config.retry_backoff
-        if t.retry < len(backoff):
-            t.next_probe = now + backoff[t.retry]
-            t.retry += 1
-        else:
-            t.next_probe = None
+        self._schedule_retry(t, now)
         self.stats[f"probes.ipv{t.address.version}"] += 1
         return SendFrame(d.egress, frame, t.address.version, t.address, t.source, rnd.mac)
 
@@ -549,8 +582,21 @@ class Engine:
         for t in rnd.targets.values():
             self._watch.pop((t.ifindex, t.address), None)
 
-    def _drop(self, reason: str, ifindex: int, **fields: object) -> list[Action]:
+    def _log_allowed(self, reason: str, now: float, fields: dict[str, object]) -> bool:
+        """One line per drop would turn a flood into a log storm: a bucket per
+        reason, and the next line that gets through counts what was left out."""
+        rid = self._drop_reasons.setdefault(reason, len(self._drop_reasons))
+        if not self._drop_logs.take(rid, now):
+            self._suppressed[reason] += 1
+            return False
+        if self._suppressed[reason]:
+            fields["suppressed"] = self._suppressed.pop(reason)
+        return True
+
+    def _drop(self, reason: str, ifindex: int, now: float, **fields: object) -> list[Action]:
         self.stats[f"dropped.{reason}"] += 1
+        if not self._log_allowed(reason, now, fields):
+            return []
         # Copies of a frame already handled on its ingress port are expected:
         # debug level. Everything else is worth an info line.
         level = "debug" if reason.endswith("-copy") else "info"

@@ -23,6 +23,19 @@ def _positive(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> tuple[float, float]:
+    """RATE[/BURST]: tokens per second, and how many may be spent at once."""
+    rate_s, _, burst_s = text.partition("/")
+    try:
+        rate = float(rate_s)
+        burst = float(burst_s) if burst_s else rate
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RATE[/BURST], got {text!r}") from None
+    if rate <= 0 or burst < 1:
+        raise argparse.ArgumentTypeError(f"rate must be > 0 and burst >= 1: {text!r}")
+    return rate, burst
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -77,6 +90,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="treat this port as a fabric uplink (never triggers); VXLAN and "
         "other tunnel devices always are",
     )
+    d = Config()
+    p.add_argument(
+        "--port-rate",
+        type=_rate,
+        default=(d.port_rate, d.port_burst),
+        metavar="RATE[/BURST]",
+        help="announcements handled per second per ingress port "
+        f"(default {d.port_rate:g}/{d.port_burst:g})",
+    )
+    p.add_argument(
+        "--global-rate",
+        type=_rate,
+        default=(d.global_rate, d.global_burst),
+        metavar="RATE[/BURST]",
+        help=f"announcements handled per second in all (default {d.global_rate:g}/"
+        f"{d.global_burst:g})",
+    )
+    p.add_argument(
+        "--probe-rate",
+        type=_rate,
+        default=(d.probe_rate, d.probe_burst),
+        metavar="RATE[/BURST]",
+        help=f"probes sent per second in all (default {d.probe_rate:g}/{d.probe_burst:g})",
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="decide and log, but send nothing and change nothing"
     )
@@ -95,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         relearn=not args.no_relearn,
         fdb_trigger=not args.no_fdb_trigger,
         takeover=not args.no_takeover,
+        port_rate=args.port_rate[0],
+        port_burst=args.port_rate[1],
+        global_rate=args.global_rate[0],
+        global_burst=args.global_rate[1],
+        probe_rate=args.probe_rate[0],
+        probe_burst=args.probe_rate[1],
         fabric_ports=frozenset(args.fabric_port),
     )
     config = DaemonConfig(engine=engine, remember=args.remember, dry_run=args.dry_run)
