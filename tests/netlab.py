@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import secrets
 import signal
@@ -248,7 +249,12 @@ class Capture:
                 data, anc, _flags, addr = self._sock.recvmsg(65535, 256)
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as exc:
+                # Bound while the device was down: the kernel queues ENETDOWN
+                # once (packet_do_bind) and re-registers the socket when the
+                # device comes up (packet_notifier): keep reading.
+                if exc.errno == errno.ENETDOWN and not self._stop:
+                    continue
                 return
             if self.predicate is not None and not self.predicate(data):
                 continue

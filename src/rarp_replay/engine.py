@@ -243,7 +243,14 @@ class Engine:
         return self.announce(pkt.tha, ifindex, vid, now, trigger="rarp")
 
     def announce(
-        self, mac: bytes, ifindex: int, vid: int | None, now: float, trigger: str
+        self,
+        mac: bytes,
+        ifindex: int,
+        vid: int | None,
+        now: float,
+        *,
+        trigger: str,
+        moved_from: str | None = None,
     ) -> list[Action]:
         """`mac` showed up on port `ifindex` (VLAN `vid`): start a round unless one is recent."""
         where = resolve(
@@ -303,6 +310,8 @@ class Engine:
             "bindings": [f"{t.address}({t.state.value})" for t in rnd.targets.values()],
             "probes": sum(1 for a in actions if isinstance(a, SendFrame)),
         }
+        if moved_from:
+            fields["moved_from"] = moved_from
         if skipped:
             fields["no_source_address"] = skipped
         actions.append(self._log("announcement", "info", mac, where, **fields))
@@ -374,7 +383,14 @@ class Engine:
         ):
             return []
         self.stats["fdb-moves"] += 1
-        return self.announce(rec.lladdr, rec.index, rec.vlan, now, trigger="fdb-move")
+        return self.announce(
+            rec.lladdr,
+            rec.index,
+            rec.vlan,
+            now,
+            trigger="fdb-move",
+            moved_from=self._ifname(previous.index),
+        )
 
     def on_netlink(self, event: Event, now: float) -> list[Action]:
         """A neighbor change the mirror has already applied: does it move a round on?"""

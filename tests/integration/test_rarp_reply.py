@@ -63,6 +63,13 @@ class Net:
         )
 
 
+def garp_from(mac: str, ip: str = "192.0.2.10") -> bytes:
+    return bytes(
+        Ether(dst="ff:ff:ff:ff:ff:ff", src=mac)
+        / ARP(op=1, hwsrc=mac, psrc=ip, hwdst="00:00:00:00:00:00", pdst=ip)
+    )
+
+
 def is_probe(f: netlab.Frame) -> bool:
     p = Ether(f.data)
     if f.outgoing or p.src != SVI_MAC or p.dst != VM_MAC:
@@ -330,30 +337,31 @@ def test_sigterm_exits_zero_and_missing_capability_is_one_line(net: Net) -> None
 def test_mac_moving_to_another_local_port_without_rarp_is_probed(net: Net) -> None:
     """Issue 7's trigger: the bridge learns the VM's MAC on another local port
     (its first frame there is a gratuitous ARP, no RARP at all)."""
-    # The VM's MAC is known on swp1 first (it speaks once), then "migrates" to swp2.
-    net.vm.run("ping", "-c1", "-W1", "192.0.2.252", check=False)
-    netlab.wait_until(
-        lambda: (
-            "swp1" in net.sw.run("bridge", "fdb", "show", "br", "br100").stdout
-            and VM_MAC in net.sw.run("bridge", "fdb", "show", "dev", "swp1").stdout
-        )
-    )
+    # The VM's MAC is known on swp1 first (one frame), then it "migrates" to
+    # swp2. The copy left on swp1 must stay silent (no IPv6 chatter), as a
+    # migrated-away VM does: a second live host with the same MAC would move
+    # it back and forth, which the daemon would rightly report as moves.
+    net.vm.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+    net.vm_tx.send(garp_from(VM_MAC))
+    netlab.wait_until(lambda: VM_MAC in net.sw.run("bridge", "fdb", "show", "dev", "swp1").stdout)
     d = DaemonProc(net.sw).ready()
     vm_b = net.lab.netns("vmb")
-    net.lab.veth(vm_b, "eth0", net.sw, "swp2")
-    net.sw.ip("link", "set", "swp2", "master", "br100")
-    vm_b.ip("link", "set", "eth0", "address", VM_MAC)
+    # Silence first: with IPv6 on, taking the VM's MAC would send an MLD report
+    # that moves the MAC before the capture below is open.
     vm_b.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+    vm_b.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+    net.lab.veth(vm_b, "eth0", net.sw, "swp2", up=False)
+    vm_b.ip("link", "set", "eth0", "address", VM_MAC)
     cap = vm_b.capture("eth0")
+    net.sw.ip("link", "set", "swp2", "master", "br100")
+    net.sw.link_up("swp2")
+    vm_b.link_up("eth0")
     tx = vm_b.socket(socket.AF_PACKET, socket.SOCK_RAW)
     tx.bind(("eth0", 0))
-    garp = bytes(
-        Ether(dst="ff:ff:ff:ff:ff:ff", src=VM_MAC)
-        / ARP(op=1, hwsrc=VM_MAC, psrc="192.0.2.10", hwdst="00:00:00:00:00:00", pdst="192.0.2.10")
-    )
-    tx.send(garp)
+    tx.send(garp_from(VM_MAC))
     [line] = d.wait_event("announcement")
     assert line["trigger"] == "fdb-move" and line["port"] == "swp2"
+    assert line["moved_from"] == "swp1"
     got = cap.wait_for(
         1,
         match=lambda f: (
