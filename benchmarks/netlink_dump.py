@@ -23,15 +23,13 @@ deletes its bridge and with it every entry.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -39,30 +37,9 @@ from rarp_replay.netlink.codec import RTM_GETNEIGH
 from rarp_replay.netlink.records import AF_INET, Neighbor
 from rarp_replay.netlink.socket import RtnlSocket
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def entered(ns: str) -> Iterator[None]:
-    """Run the body with this thread in namespace `ns` (sockets opened there stay there)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(target)
-        os.close(own)
+# The namespace harness of the tests: one setns() helper for the whole repository.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from netlab import entered
 
 
 def ip(*args: str, stdin: str | None = None) -> str:

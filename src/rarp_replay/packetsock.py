@@ -26,9 +26,9 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from types import TracebackType
 
 from .errors import CapabilityError, InterfaceError
+from .sockbase import OwnedSocket
 
 __all__ = [
     "DEFAULT_RCVBUF",
@@ -325,7 +325,7 @@ def rarp_filter(replies: bool = False) -> list[tuple[int, int, int, int]]:
 # --- sender ---
 
 
-class PacketSender:
+class PacketSender(OwnedSocket):
     """Sends complete Ethernet frames (FCS excluded) through an AF_PACKET/SOCK_RAW socket.
 
     Bound (`PacketSender("eth0")`): `send(frame)` goes out of that interface.
@@ -382,23 +382,6 @@ class PacketSender:
             if exc.errno != errno.EINTR:  # a signal while waiting for send buffer: retry (PEP 475)
                 raise self._map(exc, name)
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> PacketSender:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 # --- capture ---
 
@@ -445,7 +428,7 @@ class _MMsgHdr(ctypes.Structure):
     _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
 
 
-class RarpCapture:
+class RarpCapture(OwnedSocket):
     """The daemon's RARP capture: one unbound AF_PACKET socket for every interface.
 
     Set-up order matters: the socket is created with protocol 0 (on no receive
@@ -574,23 +557,6 @@ class RarpCapture:
         _packets, dropped = struct.unpack("@II", raw)
         self._drops += dropped
         return self._drops
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> RarpCapture:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _unpack_ll(names: ctypes.Array[ctypes.c_char], offset: int) -> tuple[int, int]:

@@ -19,7 +19,6 @@ import os
 import select
 import socket
 from ipaddress import ip_address
-from types import TracebackType
 
 from rarp_replay.errors import NetlinkError, NetlinkOverrunError
 from rarp_replay.netlink.codec import (
@@ -42,6 +41,7 @@ from rarp_replay.netlink.codec import (
     set_seq,
 )
 from rarp_replay.netlink.records import AF_UNSPEC, NTF_USE, Event, IPAddress
+from rarp_replay.sockbase import OwnedSocket
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SOCK_CLOEXEC = getattr(socket, "SOCK_CLOEXEC", 0o2000000)
@@ -60,7 +60,7 @@ def _as_ip(address: IPAddress | str) -> IPAddress:
     return ip_address(address) if isinstance(address, str) else address
 
 
-class RtnlSocket:
+class RtnlSocket(OwnedSocket):
     """An AF_NETLINK/NETLINK_ROUTE socket speaking `codec` records.
 
     `groups` is the RTMGRP_* bitmask to subscribe to (0 for a dump/request socket).
@@ -104,24 +104,10 @@ class RtnlSocket:
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
     def close(self) -> None:
         if self._sock.fileno() >= 0:
             self._poll.unregister(self._sock.fileno())
-        self._sock.close()
-
-    def __enter__(self) -> RtnlSocket:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().close()
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
