@@ -45,6 +45,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from daemon_proc import DaemonProc
 from netlab import Capture, Lab, Netns, run, wait_until
 
 try:  # the project's own frame builder, once it exists; else the inline one below
@@ -163,6 +164,34 @@ def ns_frame(
     icmp = icmp[:2] + struct.pack("!H", _icmp6_checksum(src6, dst6, icmp)) + icmp[4:]
     ip6 = struct.pack("!IHBB", 6 << 28, len(icmp), 58, 255) + src6 + dst6
     return eth_dst + mac_bytes(src_mac) + b"\x86\xdd" + ip6 + icmp
+
+
+def gratuitous_arp_frame(mac: str, ip: str) -> bytes:
+    """A broadcast gratuitous ARP request (sender IP = target IP), as a guest sends on link-up."""
+    raw = mac_bytes(mac)
+    addr = socket.inet_aton(ip)
+    body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + raw + addr + bytes(6) + addr
+    return (b"\xff" * 6 + raw + b"\x08\x06" + body).ljust(60, b"\x00")
+
+
+def _ip_checksum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def udp_frame(
+    src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, *, dport: int = 9, payload: bytes = b"x"
+) -> bytes:
+    """One IPv4/UDP datagram (UDP checksum 0, which IPv4 allows) in an Ethernet frame."""
+    udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+        socket.inet_aton(src_ip), socket.inet_aton(dst_ip),
+    )  # fmt: skip
+    ip = ip[:10] + struct.pack("!H", _ip_checksum(ip)) + ip[12:]
+    return (mac_bytes(dst_mac) + mac_bytes(src_mac) + b"\x08\x00" + ip + udp).ljust(60, b"\x00")
 
 
 # --------------------------------------------------------------------------- netlink
@@ -766,6 +795,25 @@ class EvpnFabric:
             sock.bind(("eth0", 0))
             for frame in frames:
                 sock.send(frame)
+
+    def silence_vm(self) -> None:
+        """Make the VM answer nothing from now on: without its addresses, its
+        kernel replies to no ARP request and no NS (RARPs are still sent for it,
+        like a hypervisor announcing a guest that hangs or is firewalled)."""
+        self.vm.ip("addr", "flush", "dev", "eth0")
+
+    def start_daemons(
+        self, *args: str, leaves: tuple[str, ...] = ("leaf1", "leaf2"), timeout: float = 15.0
+    ) -> dict[str, DaemonProc]:
+        """Run `rarp-reply` (JSON log, debug level, `args`) on `leaves`; return once all are ready.
+
+        Started together and only then waited for, so two leaves cost one
+        start-up time. The processes belong to the lab and end with it.
+        """
+        procs = {leaf: DaemonProc(self.ns[leaf], *args) for leaf in leaves}
+        for proc in procs.values():
+            proc.ready(timeout)
+        return procs
 
     def migrate(self) -> float:
         """Re-plug the VM's cable to the other hypervisor (or leaf); time.time() when done.
