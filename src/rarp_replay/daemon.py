@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import select
@@ -99,6 +100,19 @@ class Daemon:
         self._load_ms = _ms(time.monotonic() - started)
 
     def _load(self) -> None:
+        # The mirror is hundreds of thousands of long-lived objects: full GC
+        # passes over them took ~100 ms each (measured, docs/benchmarks.md).
+        # Build it with the collector off, then freeze what was built, so
+        # later passes only look at new objects.
+        gc.disable()
+        try:
+            self._dump_and_reset()
+        finally:
+            gc.collect()
+            gc.freeze()
+            gc.enable()
+
+    def _dump_and_reset(self) -> None:
         now = time.monotonic()
         links = self.requests.dump(RTM_GETLINK)
         addrs = self.requests.dump(RTM_GETADDR)
@@ -172,7 +186,9 @@ class Daemon:
 
     def _on_netlink(self) -> None:
         try:
-            events = self.events.recv_events()
+            # A bounded read (~2,500 notifications), so that a netlink storm
+            # cannot keep RARPs waiting for long: the capture is served between.
+            events = self.events.recv_events(max_bytes=256 << 10)
         except NetlinkOverrunError:
             # The kernel dropped notifications: the mirror has a gap. Re-dump
             # (entries that vanished meanwhile become tombstones, as if seen).
