@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from . import capabilities
+from . import capabilities, logs
 from .engine import (
     Action,
     Config,
@@ -146,6 +146,7 @@ class Daemon:
         for fd in (self.capture.fileno(), self.events.fileno(), self._wake_r):
             poller.register(fd, select.POLLIN)
         cap_fd, ev_fd = self.capture.fileno(), self.events.fileno()
+        logs.batch(True)
         try:
             while self._stop_signal is None:
                 now = time.monotonic()
@@ -160,7 +161,9 @@ class Daemon:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 64)
                 self._do(self.engine.tick(time.monotonic()))
+                logs.flush()
         finally:
+            logs.batch(False)
             self._do(self.engine.shutdown())
             signal.set_wakeup_fd(old_fd)
             for s, h in old.items():

@@ -13,7 +13,6 @@ a probe here: only the switch where the VM now lives must act.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from .mirror import Mirror
@@ -127,12 +126,11 @@ def source_address(mirror: Mirror, domain: Domain, target: IPAddress) -> IPAddre
     best: Address | None = None
     best_len = -1
     for ifindex in domain.l3:
-        for a in mirror.addresses_of(ifindex):
+        for net, a in mirror.networks_of(ifindex):
             if a.address.version != version:
                 continue
             if version == 6 and a.address.is_link_local:
                 continue
-            net = ipaddress.ip_network((a.address, a.prefixlen), strict=False)
             if target in net and a.prefixlen > best_len:
                 best, best_len = a, a.prefixlen
         if best is not None:

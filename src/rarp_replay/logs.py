@@ -59,10 +59,31 @@ class _Formatter(logging.Formatter):
         return " ".join(parts)
 
 
+class _BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes without a flush per line: the daemon calls `flush()` once per loop
+    iteration, so a burst of 10,000 announcements is not 10,000 write(2) calls
+    (stderr is line-buffered even when not a terminal, since Python 3.9)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.batching = False
+
+    def flush(self) -> None:
+        if not self.batching:
+            super().flush()
+
+    def flush_batch(self) -> None:
+        super().flush()
+
+
+_handler: _BatchedHandler | None = None
+
+
 def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> logging.Logger:
+    global _handler
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _handler = _BatchedHandler(stream or sys.stderr)
     handler.setFormatter(_Formatter(fmt))
     logger.addHandler(handler)
     logger.setLevel(LEVELS[level])
@@ -74,3 +95,17 @@ def emit(logger: logging.Logger, event: str, level: str = "info", **fields: obje
     lvl = LEVELS.get(level, logging.INFO)
     if logger.isEnabledFor(lvl):
         logger.log(lvl, event, extra={"event": event, "fields": fields})
+
+
+def batch(on: bool) -> None:
+    """Start (True) or end (False, flushing) batched log output."""
+    if _handler is not None:
+        _handler.batching = on
+        if not on:
+            _handler.flush_batch()
+
+
+def flush() -> None:
+    """Write out what a batch holds (call once per event-loop iteration)."""
+    if _handler is not None:
+        _handler.flush_batch()

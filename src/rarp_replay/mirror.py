@@ -14,6 +14,7 @@ RARP is heard. The tombstone keeps the VM's addresses known for that round.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,10 @@ from .netlink.records import (
     Neighbor,
 )
 
-NeighKey = tuple[int, IPAddress]  # (ifindex, IP): the kernel's own key for a neighbor entry
+NeighKey = tuple[int, IPAddress]
+IPNetwork = (
+    ipaddress.IPv4Network | ipaddress.IPv6Network
+)  # (ifindex, IP): the kernel's own key for a neighbor entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class Mirror:
         # walking every tombstone (50,000 of them after a mass withdrawal).
         self._burials: deque[tuple[float, bytes, NeighKey]] = deque()
         self._uppers_cache: dict[int, tuple[int, ...]] | None = None
+        self._networks_cache: dict[int, list[tuple[IPNetwork, Address]]] = {}
 
     # -- feeding -------------------------------------------------------
 
@@ -94,6 +99,7 @@ class Mirror:
                 for key in [k for k in self.neighbors if k[0] == rec.index]:
                     self._neigh_del(key, now)
         elif isinstance(rec, Address):
+            self._networks_cache.pop(rec.index, None)
             per = self.addresses.setdefault(rec.index, {})
             if event.change is Change.NEW:
                 per[rec.address] = rec
@@ -133,6 +139,7 @@ class Mirror:
         self.links = {}
         self.addresses = {}
         self._uppers_cache = None
+        self._networks_cache = {}
         for ev in links:
             self.apply(ev, now)
         for ev in addresses:
@@ -238,6 +245,18 @@ class Mirror:
         return [
             a for a in self.addresses.get(ifindex, {}).values() if not a.flags & IFA_F_TENTATIVE
         ]
+
+    def networks_of(self, ifindex: int) -> list[tuple[IPNetwork, Address]]:
+        """`addresses_of` with each address's network, computed once per change
+        (building an ip_network per probe was a measurable part of a burst)."""
+        nets = self._networks_cache.get(ifindex)
+        if nets is None:
+            nets = [
+                (ipaddress.ip_network((a.address, a.prefixlen), strict=False), a)
+                for a in self.addresses_of(ifindex)
+            ]
+            self._networks_cache[ifindex] = nets
+        return nets
 
     def primary_ipv4(self, ifindex: int) -> Address | None:
         for a in self.addresses_of(ifindex):
