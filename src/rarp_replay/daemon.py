@@ -153,10 +153,13 @@ class Daemon:
                 deadline = self.engine.next_deadline()
                 wait = _TICK if deadline is None else max(0.0, min(_TICK, deadline - now))
                 ready = {fd for fd, _ in poller.poll(wait * 1000)}
-                if ev_fd in ready:
-                    self._on_netlink()
+                # Frames first: when a RARP and the FDB notification it caused
+                # arrive together, the round is the RARP's (the earlier, more
+                # specific signal); the FDB move then finds it in hold-down.
                 if cap_fd in ready:
                     self._on_capture()
+                if ev_fd in ready:
+                    self._on_netlink()
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 64)
