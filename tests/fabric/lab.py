@@ -28,7 +28,6 @@ they compare with capture timestamps:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import ipaddress
 import json
 import shutil
@@ -42,16 +41,18 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
 from daemon_proc import DaemonProc
 from netlab import Capture, Lab, Netns, run, wait_until
-
-try:  # the project's own frame builder, once it exists; else the inline one below
-    _project_rarp: Any = importlib.import_module("rarp_replay.frames.arp").rarp_request_frame
-except (ImportError, AttributeError):
-    _project_rarp = None
+from rarp_replay.frames.arp import ArpOp, ArpPacket, rarp_request_frame
+from rarp_replay.frames.ethernet import ETH_P_ARP, EthernetFrame
+from rarp_replay.frames.ipv6 import internet_checksum, multicast_mac
+from rarp_replay.frames.ipv6 import solicited_node as solicited_node_of
+from rarp_replay.frames.ndp import ns_frame as build_ns_frame
+from rarp_replay.macaddr import BROADCAST, format_mac
 
 VM_MAC = "52:54:00:aa:00:01"
 VM_IP4 = "192.0.2.10"
@@ -97,41 +98,30 @@ def mac_bytes(mac: str) -> bytes:
 
 
 def mac_str(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
+    return format_mac(raw)
+
+
+# Frames the lab sends by hand, built with the project's codecs (string-typed
+# wrappers for the scenarios' convenience).
 
 
 def rarp_frame(mac: str) -> bytes:
     """A QEMU-style RARP request (reverse request, target = sender = the VM's MAC)."""
-    if _project_rarp is not None:
-        return bytes(_project_rarp(mac_bytes(mac)))
-    raw = mac_bytes(mac)
-    zero_ip = bytes(4)
-    body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 3) + raw + zero_ip + raw + zero_ip
-    return (b"\xff" * 6 + raw + b"\x80\x35" + body).ljust(60, b"\x00")
+    return rarp_request_frame(mac_bytes(mac))
+
+
+def _arp_request(src_mac: str, src_ip: str, dst_ip: str, eth_dst: bytes) -> bytes:
+    # Target hardware address zero, as a resolving host sends it (RFC 826).
+    src = mac_bytes(src_mac)
+    pkt = ArpPacket(
+        ArpOp.REQUEST, src, IPv4Address(src_ip).packed, bytes(6), IPv4Address(dst_ip).packed
+    )
+    return EthernetFrame(eth_dst, src, ETH_P_ARP, pkt.build()).build()
 
 
 def arp_request_frame(src_mac: str, src_ip: str, dst_ip: str, dst_mac: str | None = None) -> bytes:
     """An ARP request; unicast to `dst_mac` when given (the original design's probe)."""
-    src = mac_bytes(src_mac)
-    eth_dst = mac_bytes(dst_mac) if dst_mac else b"\xff" * 6
-    body = (
-        struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
-        + src
-        + socket.inet_aton(src_ip)
-        + bytes(6)
-        + socket.inet_aton(dst_ip)
-    )
-    return (eth_dst + src + b"\x08\x06" + body).ljust(60, b"\x00")
-
-
-def _icmp6_checksum(src: bytes, dst: bytes, payload: bytes) -> int:
-    data = src + dst + struct.pack("!I3xB", len(payload), 58) + payload
-    if len(data) % 2:
-        data += b"\x00"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return _arp_request(src_mac, src_ip, dst_ip, mac_bytes(dst_mac) if dst_mac else BROADCAST)
 
 
 def ns_frame(
@@ -153,32 +143,23 @@ def ns_frame(
     entry nor create one (accept_untracked_na); a unicast frame to the
     solicited-node address still reaches only the VM and gets the option.
     """
-    src6 = socket.inet_pton(socket.AF_INET6, src_ip)
-    tgt6 = socket.inet_pton(socket.AF_INET6, target_ip)
-    snm6 = socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:0")[:13] + tgt6[13:]
+    target = IPv6Address(target_ip)
+    group = solicited_node_of(target)
     if solicited_node is None:
         solicited_node = dst_mac is None
-    dst6 = snm6 if solicited_node else tgt6
-    eth_dst = mac_bytes(dst_mac) if dst_mac else b"\x33\x33" + snm6[12:]
-    icmp = struct.pack("!BBHI", 135, 0, 0, 0) + tgt6 + b"\x01\x01" + mac_bytes(src_mac)
-    icmp = icmp[:2] + struct.pack("!H", _icmp6_checksum(src6, dst6, icmp)) + icmp[4:]
-    ip6 = struct.pack("!IHBB", 6 << 28, len(icmp), 58, 255) + src6 + dst6
-    return eth_dst + mac_bytes(src_mac) + b"\x86\xdd" + ip6 + icmp
+    eth_dst = mac_bytes(dst_mac) if dst_mac else multicast_mac(group)
+    return build_ns_frame(
+        mac_bytes(src_mac),
+        eth_dst,
+        IPv6Address(src_ip),
+        group if solicited_node else target,
+        target,
+    )
 
 
 def gratuitous_arp_frame(mac: str, ip: str) -> bytes:
     """A broadcast gratuitous ARP request (sender IP = target IP), as a guest sends on link-up."""
-    raw = mac_bytes(mac)
-    addr = socket.inet_aton(ip)
-    body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + raw + addr + bytes(6) + addr
-    return (b"\xff" * 6 + raw + b"\x08\x06" + body).ljust(60, b"\x00")
-
-
-def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return _arp_request(mac, ip, ip, BROADCAST)
 
 
 def udp_frame(
@@ -190,7 +171,7 @@ def udp_frame(
         "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
         socket.inet_aton(src_ip), socket.inet_aton(dst_ip),
     )  # fmt: skip
-    ip = ip[:10] + struct.pack("!H", _ip_checksum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
     return (mac_bytes(dst_mac) + mac_bytes(src_mac) + b"\x08\x00" + ip + udp).ljust(60, b"\x00")
 
 
