@@ -18,6 +18,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
+from ipaddress import IPv6Address
 from typing import Any
 
 import pytest
@@ -40,6 +41,8 @@ from lab import (
 import netlab
 from daemon_proc import DaemonProc
 from rarp_replay.cli.rarp_reply import build_parser
+from rarp_replay.frames.ipv6 import multicast_mac
+from rarp_replay.frames.ndp import na_frame
 
 pytestmark = pytest.mark.fabric
 
@@ -356,5 +359,33 @@ def test_no_rarp_first_frame_triggers_fdb_move_round(
     )
     s.assert_restored(VM_IP4)
     s.assert_confirmed(VM_IP4)
+    assert len(s.d_new.of("announcement")) == 1, s.logs()
+    s.assert_old_leaf_quiet(rarps=0)
+
+
+def test_no_rarp_unsolicited_na_triggers_fdb_move_round(
+    scenario: Callable[..., Scenario],
+) -> None:
+    """IPv6 guests announce with an unsolicited NA (RFC 4861 7.2.6) to all-nodes."""
+    s = scenario(vm_ipv6=True)
+    s.fabric.migrate()
+    s.t0 = time.time()
+    vm6 = IPv6Address(VM_IP6)
+    all_nodes = IPv6Address("ff02::1")
+    na = na_frame(
+        mac_bytes(VM_MAC),
+        multicast_mac(all_nodes),
+        vm6,
+        all_nodes,
+        vm6,
+        solicited=False,
+        override=True,
+    )
+    s.fabric.send_from_vm([na])
+    s.d_new.wait_event(
+        "announcement", lambda e: e.get("trigger") == "fdb-move", timeout=RESTORE_TIMEOUT
+    )
+    for ip in (VM_IP4, VM_IP6):
+        s.assert_restored(ip)
     assert len(s.d_new.of("announcement")) == 1, s.logs()
     s.assert_old_leaf_quiet(rarps=0)
