@@ -120,9 +120,9 @@ class Daemon:
         if self.config.engine.fdb_trigger:
             # Where each MAC is, so that a move to a local port can be seen.
             neighs += self.requests.dump(RTM_GETNEIGH, AF_BRIDGE)
-        return_vanished = self.mirror.reset(links, addrs, neighs, now)
-        if return_vanished:
-            emit(self.log, "resync", "info", vanished=return_vanished)
+        vanished = self.mirror.reset(links, addrs, neighs, now)
+        if vanished:
+            emit(self.log, "resync", "info", vanished=vanished)
 
     # -- the loop --------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .netlink.records import (
@@ -119,10 +119,6 @@ class Mirror:
         else:
             self.fdb.pop(key, None)
         return old
-
-    def apply_all(self, events: Iterable[Event], now: float) -> None:
-        for ev in events:
-            self.apply(ev, now)
 
     def reset(
         self,
@@ -283,6 +279,3 @@ class Mirror:
             "macs": len(self._by_mac),
             "remembered": sum(len(v) for v in self._tombstones.values()),
         }
-
-    def iter_neighbors(self) -> Iterator[Neighbor]:
-        return iter(self.neighbors.values())

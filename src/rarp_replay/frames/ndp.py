@@ -92,12 +92,11 @@ def _ll_mac(options: tuple[NdOption, ...], kind: int) -> bytes | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class NeighborSolicitation:
-    """RFC 4861 4.3.  The reserved field is ignored on receipt, as required."""
+class _LinkLayerOptions:
+    """The link-layer address options of an NS or NA, by kind (RFC 4861 4.6.1)."""
 
-    target: IPv6Address
-    options: tuple[NdOption, ...] = ()
+    __slots__ = ()
+    options: tuple[NdOption, ...]
 
     @property
     def source_ll_mac(self) -> bytes | None:
@@ -109,7 +108,15 @@ class NeighborSolicitation:
 
 
 @dataclass(frozen=True, slots=True)
-class NeighborAdvertisement:
+class NeighborSolicitation(_LinkLayerOptions):
+    """RFC 4861 4.3.  The reserved field is ignored on receipt, as required."""
+
+    target: IPv6Address
+    options: tuple[NdOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborAdvertisement(_LinkLayerOptions):
     """RFC 4861 4.4."""
 
     target: IPv6Address
@@ -117,14 +124,6 @@ class NeighborAdvertisement:
     solicited: bool = False
     override: bool = False
     options: tuple[NdOption, ...] = ()
-
-    @property
-    def source_ll_mac(self) -> bytes | None:
-        return _ll_mac(self.options, OPT_SOURCE_LL)
-
-    @property
-    def target_ll_mac(self) -> bytes | None:
-        return _ll_mac(self.options, OPT_TARGET_LL)
 
 
 NdMessage: TypeAlias = NeighborSolicitation | NeighborAdvertisement
