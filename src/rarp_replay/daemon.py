@@ -196,10 +196,13 @@ class Daemon:
             # cannot keep RARPs waiting for long: the capture is served between.
             events = self.events.recv_events(max_bytes=256 << 10)
         except NetlinkOverrunError:
-            # The kernel dropped notifications: the mirror has a gap. Re-dump
+            # The kernel dropped notifications: the mirror has a gap. Empty the
+            # queue first (what it holds predates the re-dump, and the kernel
+            # drops every new notification until it is empty), then re-dump
             # (entries that vanished meanwhile become tombstones, as if seen).
             self.engine.stats["netlink.redumps"] += 1
-            emit(self.log, "netlink-overrun", "warning", action="re-dump")
+            discarded = self.events.drain(max_bytes=4 * self.config.netlink_rcvbuf)
+            emit(self.log, "netlink-overrun", "warning", action="re-dump", discarded=discarded)
             try:
                 self._load()
             except NetlinkError as exc:

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import netlab
+from rarp_replay.frames.arp import rarp_request
+from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
+from rarp_replay.macaddr import BROADCAST
 from rarp_replay.packetsock import attach_filter
 
 SVI = "br100"
@@ -105,9 +108,7 @@ class Switch:
 
     @staticmethod
     def remote_line(ip: str, mac: bytes, op: str = "replace") -> str:
-        return (
-            f"neigh {op} {ip} lladdr {fmt_mac(mac)} dev {SVI} nud noarp extern_learn proto zebra"
-        )
+        return f"neigh {op} {ip} lladdr {fmt_mac(mac)} dev {SVI} nud noarp extern_learn proto zebra"
 
     def neighbors(self) -> list[str]:
         """`ip -d neigh` lines of the SVI (with `proto` when the entry carries one)."""
@@ -117,6 +118,12 @@ class Switch:
     def ours(self) -> list[str]:
         """Entries that carry the daemon's NDA_PROTOCOL."""
         return [line for line in self.neighbors() if f"proto {NEIGH_PROTOCOL}" in line]
+
+
+def rarp_from(src: bytes, mac: bytes) -> bytes:
+    """A RARP request for `mac` sent by a host whose own MAC is `src`: the bridge learns
+    `src` only, so asking about thousands of MACs makes no FDB churn."""
+    return EthernetFrame(BROADCAST, src, ETH_P_RARP, rarp_request(mac).build()).build()
 
 
 def rarp_sender(ns: netlab.Netns, ifname: str = "eth0") -> socket.socket:

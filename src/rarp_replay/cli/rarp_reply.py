@@ -114,6 +114,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE[/BURST]",
         help=f"probes sent per second in all (default {d.probe_rate:g}/{d.probe_burst:g})",
     )
+
+    # -- --netlink-rcvbuf: one self-contained block (an operator knob; tests use it to
+    # force a netlink overrun) ------------------------------------------------------------
+    def byte_size(text: str) -> int:
+        """BYTES, or with a binary suffix: 256K, 32M, 1G."""
+        units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+        number, scale = text, 1
+        if text[-1:].lower() in units:
+            number, scale = text[:-1], units[text[-1].lower()]
+        try:
+            value = int(number) * scale
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected BYTES (e.g. 33554432 or 32M), got {text!r}"
+            ) from None
+        # The kernel clamps below its minimum (SOCK_MIN_RCVBUF) and doubles what it is
+        # given (for skb overhead): outside this range a value is surely a typo.
+        if not 4096 <= value <= 1 << 30:
+            raise argparse.ArgumentTypeError(f"must be between 4K and 1G: {text!r}")
+        return value
+
+    p.add_argument(
+        "--netlink-rcvbuf",
+        type=byte_size,
+        default=DaemonConfig.netlink_rcvbuf,
+        metavar="BYTES",
+        help="receive buffer of the netlink notification socket (default 32M); when a burst "
+        "of neighbor changes overruns it, the daemon re-reads the tables in full",
+    )
+    # -- end of --netlink-rcvbuf ---------------------------------------------------------
     p.add_argument(
         "--dry-run", action="store_true", help="decide and log, but send nothing and change nothing"
     )
@@ -140,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         probe_burst=args.probe_rate[1],
         fabric_ports=frozenset(args.fabric_port),
     )
-    config = DaemonConfig(engine=engine, remember=args.remember, dry_run=args.dry_run)
+    config = DaemonConfig(
+        engine=engine,
+        remember=args.remember,
+        dry_run=args.dry_run,
+        netlink_rcvbuf=args.netlink_rcvbuf,
+    )
     daemon = Daemon(config, logger)
     try:
         daemon.open()

@@ -218,8 +218,8 @@ class RtnlSocket(OwnedSocket):
         Reads until the socket is empty or about `max_bytes` were read (so one call's work
         stays bounded; call again while `fileno()` is readable). Returns [] when nothing is
         pending. Raises NetlinkOverrunError if the kernel dropped notifications (ENOBUFS): the
-        caller must re-dump; events read by this call before the overrun are discarded with
-        it, as the re-dump supersedes them.
+        caller must `drain()` and then re-dump; events read by this call before the overrun
+        are discarded with it, as the re-dump supersedes them.
         """
         events: list[Event] = []
         append = events.append
@@ -236,6 +236,27 @@ class RtnlSocket(OwnedSocket):
                 if event is not None:
                     append(event)
         return events
+
+    def drain(self, max_bytes: int) -> int:
+        """Read and discard what is queued (up to about `max_bytes`); returns the bytes read.
+
+        After an overrun, call this *before* re-dumping. The queue still holds the
+        notifications that fitted before the kernel started dropping: older than the
+        re-dump, applied after it they would bring back entries deleted since (the deletion
+        was among the dropped). And the kernel keeps dropping every new notification until
+        the queue has been emptied (NETLINK_S_CONGESTED, cleared in netlink_rcv_wake), so
+        changes made while a re-dump runs ahead of the drain would be lost without a trace.
+        """
+        total = 0
+        while total < max_bytes:
+            try:
+                data = self._recv(block=False)
+            except NetlinkOverrunError:
+                continue  # flagged again: the re-dump that follows covers it too
+            if data is None:
+                break
+            total += len(data)
+        return total
 
     # --- requests -----------------------------------------------------------------------------
 
