@@ -45,7 +45,7 @@ from .netlink.codec import (
     RTMGRP_LINK,
     RTMGRP_NEIGH,
 )
-from .netlink.records import AF_BRIDGE, NUD_INCOMPLETE, NUD_REACHABLE, Neighbor
+from .netlink.records import AF_BRIDGE, NUD_REACHABLE, NUD_VALID, Neighbor
 from .netlink.socket import RtnlSocket
 from .packetsock import PacketSender, RarpCapture
 
@@ -93,6 +93,7 @@ class Daemon:
         self.events = RtnlSocket(groups=_GROUPS, rcvbuf=self.config.netlink_rcvbuf)
         self.requests = RtnlSocket()
         self._load()
+        self._remove_leftovers()
         self.capture = RarpCapture(
             rcvbuf=self.config.capture_rcvbuf, replies=self.config.engine.takeover
         )
@@ -111,6 +112,56 @@ class Daemon:
             gc.collect()
             gc.freeze()
             gc.enable()
+
+    def _remove_leftovers(self) -> None:
+        """Delete the placeholders a previous run left behind (SIGKILL, a crash, power
+        loss in the middle of a round): entries that carry our NDA_PROTOCOL and bind
+        nothing (INCOMPLETE, FAILED, NONE). Only ours carry that protocol: `Resolve`
+        stamps the entries it creates (neigh_use), nothing else writes it but takeovers.
+
+        Takeover entries (REACHABLE, then STALE/DELAY/PROBE as the kernel's NUD machine
+        keeps them fresh; protocol 82 too) are left alone: each is the VM's binding proven
+        by its own answer, which EVPN advertises from this leaf. Deleting one would
+        withdraw a correct MAC/IP route until the VM happens to speak again.
+        """
+        proto = self.config.engine.neigh_protocol
+        leftovers = [
+            n
+            for n in self.mirror.neighbors.values()
+            if n.protocol == proto and not n.state & NUD_VALID and n.address is not None
+        ]
+        removed = 0
+        for n in leftovers:
+            assert n.address is not None
+            if self.config.dry_run:
+                emit(
+                    self.log,
+                    "dry-run",
+                    "info",
+                    would="remove-placeholder",
+                    address=str(n.address),
+                    dev=self._ifname(n.index),
+                )
+                continue
+            try:
+                self.requests.neigh_delete(n.index, n.address)
+            except NetlinkError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue  # gone meanwhile
+                self.engine.stats["netlink.errors"] += 1
+                emit(
+                    self.log,
+                    "netlink-error",
+                    "warning",
+                    action="remove-placeholder",
+                    address=str(n.address),
+                    dev=self._ifname(n.index),
+                    error=str(exc),
+                )
+                continue
+            removed += 1
+        if removed:
+            emit(self.log, "placeholders-removed", "info", count=removed)
 
     def _dump_and_reset(self) -> None:
         now = time.monotonic()
@@ -236,9 +287,11 @@ class Daemon:
             elif isinstance(a, RemovePlaceholder):
                 # NTF_USE creates its INCOMPLETE entry without a notification,
                 # so an entry the mirror does not know may be ours: delete it
-                # too (ENOENT is fine). A learned entry is never touched.
+                # too (ENOENT is fine). Once nobody answered, the kernel turns it
+                # FAILED (with a notification) and keeps it: that one goes too.
+                # An entry that binds (learned, confirmed) is never touched.
                 n = self.mirror.neighbor(a.ifindex, a.address)
-                if n is None or n.state & NUD_INCOMPLETE:
+                if n is None or not n.state & NUD_VALID:
                     self._kernel(a)
 
     def _send(self, a: SendFrame) -> None:
@@ -287,7 +340,11 @@ class Daemon:
             return
         try:
             if isinstance(a, Resolve):
-                self.requests.neigh_use(a.ifindex, a.address)
+                # Stamped with our protocol when the kernel creates the entry, so a
+                # restart can tell our leftover placeholders from anyone's entries.
+                self.requests.neigh_use(
+                    a.ifindex, a.address, protocol=self.config.engine.neigh_protocol
+                )
             elif isinstance(a, Takeover):
                 # Not extern_learn: this entry is ours, and the kernel's own
                 # NUD machine keeps it fresh (REACHABLE -> STALE -> probes).

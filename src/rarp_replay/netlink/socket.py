@@ -25,7 +25,9 @@ from rarp_replay.netlink.codec import (
     NETLINK_CAP_ACK,
     NETLINK_EXT_ACK,
     NLM_F_ACK,
+    NLM_F_CREATE,
     NLM_F_DUMP_INTR,
+    NLM_F_EXCL,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
@@ -302,14 +304,35 @@ class RtnlSocket(OwnedSocket):
             )
         )
 
-    def neigh_use(self, index: int, address: IPAddress | str) -> None:
+    def neigh_use(self, index: int, address: IPAddress | str, protocol: int = 0) -> None:
         """Ask the kernel to resolve `address` on `index` itself (RTM_NEWNEIGH, NTF_USE,
         state 0): the entry is created if missing and goes INCOMPLETE while the kernel
         sends its own ARP request / Neighbor Solicitation, then REACHABLE or FAILED; an
-        existing STALE entry is re-validated (DELAY, PROBE)."""
-        self.request(
-            neigh_request(RTM_NEWNEIGH, index=index, address=_as_ip(address), flags=NTF_USE)
-        )
+        existing STALE entry is re-validated (DELAY, PROBE).
+
+        With `protocol`, an entry this call *creates* carries it (NDA_PROTOCOL: the kernel
+        sets it before acting on NTF_USE, __neigh_add), so that its creator can recognise
+        it later. An existing entry keeps its own: the first request may only create
+        (NLM_F_EXCL); when the entry exists (EEXIST) a second one resolves it without a
+        protocol attribute, which leaves the entry's protocol as it was."""
+        addr = _as_ip(address)
+        if protocol:
+            try:
+                self.request(
+                    neigh_request(
+                        RTM_NEWNEIGH,
+                        index=index,
+                        address=addr,
+                        flags=NTF_USE,
+                        protocol=protocol,
+                        nlm_flags=NLM_F_CREATE | NLM_F_EXCL,
+                    )
+                )
+                return
+            except NetlinkError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+        self.request(neigh_request(RTM_NEWNEIGH, index=index, address=addr, flags=NTF_USE))
 
     def neigh_delete(self, index: int, address: IPAddress | str) -> None:
         """Delete an ARP/ND entry; NetlinkError(ENOENT) if there is none."""
