@@ -140,3 +140,25 @@ def test_sigkill_mid_round_then_restart_leaves_nothing_behind(
         f"SIGKILL + restart: {len(left)} leftover placeholders removed at start-up, gone "
         f"{cleared:.2f} s after the restart was launched"
     )
+
+
+def test_resolving_an_existing_entry_does_not_claim_it(lab: netlab.Lab) -> None:
+    """The start-up clean-up trusts NDA_PROTOCOL 82 to mean "made by this daemon": a
+    `Resolve` of an entry that already exists (the kernel's own, learned or failed)
+    must re-validate it without stamping it, while one it creates carries 82."""
+    s = relab.Switch.build(lab, ports=1)
+    mine, learned, failed = relab.v4(30), relab.v4(31), relab.v4(32)
+    s.batch([f"neigh replace {learned} lladdr {relab.fmt_mac(VM)} dev {relab.SVI} nud stale"])
+    index = s.sw.ifindex(relab.SVI)
+    with netlab.entered(s.sw.name):
+        rtnl = RtnlSocket()
+    try:
+        rtnl.neigh_use(index, failed)  # the kernel's own resolution: no protocol
+        for address in (mine, learned, failed):
+            rtnl.neigh_use(index, address, protocol=relab.NEIGH_PROTOCOL)
+    finally:
+        rtnl.close()
+    got = entries(s, [mine, learned, failed])
+    assert f"proto {relab.NEIGH_PROTOCOL}" in got[mine], got
+    assert "proto" not in got[learned] and relab.fmt_mac(VM) in got[learned], got
+    assert "proto" not in got[failed], got
