@@ -18,10 +18,12 @@ import select
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from types import FrameType
 
-from . import capabilities, logs
+from . import capabilities, config, logs
+from .config import ConfigError, Settings
 from .engine import (
     Action,
     Config,
@@ -47,7 +49,7 @@ from .netlink.codec import (
 )
 from .netlink.records import AF_BRIDGE, NUD_INCOMPLETE, NUD_REACHABLE, Neighbor
 from .netlink.socket import RtnlSocket
-from .packetsock import PacketSender, RarpCapture
+from .packetsock import PacketSender, RarpCapture, rarp_filter
 
 _GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 # Housekeeping (tombstone expiry, hold-down table) at least this often.
@@ -63,15 +65,51 @@ class DaemonConfig:
     # 100,000 neighbor notifications are ~10 MB of netlink messages: a
     # buffer of that order absorbs a mass change without ENOBUFS.
     netlink_rcvbuf: int = 32 << 20
+    settings: Settings = field(default_factory=Settings)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> DaemonConfig:
+        engine = Config(
+            holddown=s.holddown,
+            give_up=s.give_up,
+            retry_backoff=s.retry_backoff,
+            relearn=s.relearn,
+            fdb_trigger=s.fdb_trigger,
+            takeover=s.takeover,
+            port_rate=s.port_rate[0],
+            port_burst=s.port_rate[1],
+            global_rate=s.global_rate[0],
+            global_burst=s.global_rate[1],
+            probe_rate=s.probe_rate[0],
+            probe_burst=s.probe_rate[1],
+            fabric_ports=s.fabric_ports,
+            include=s.include,
+            exclude=s.exclude,
+        )
+        return cls(
+            engine=engine,
+            remember=s.remember,
+            dry_run=s.dry_run,
+            capture_rcvbuf=s.capture_rcvbuf,
+            netlink_rcvbuf=s.netlink_rcvbuf,
+            settings=s,
+        )
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        logger: logging.Logger,
+        reload: Callable[[], Settings] | None = None,
+    ) -> None:
         self.config = config
         self.log = logger
         self.mirror = Mirror(remember=config.remember)
         self.engine = Engine(self.mirror, config.engine)
+        self._reload_settings = reload
         self._stop_signal: int | None = None
+        self._hup = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- start-up --------------------------------------------------------------
@@ -163,6 +201,9 @@ class Daemon:
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 64)
+                if self._hup:
+                    self._hup = False
+                    self.reload()
                 self._do(self.engine.tick(time.monotonic()))
                 logs.flush()
         finally:
@@ -182,9 +223,55 @@ class Daemon:
         return 0
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags here: the loop acts on them (the wake-up fd ends its poll).
         if signum == signal.SIGHUP:
-            return  # nothing to reload yet; never die on it
-        self._stop_signal = signum
+            self._hup = True
+        else:
+            self._stop_signal = signum
+
+    # -- SIGHUP ----------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the configuration and apply it in place.
+
+        The mirror, rounds in flight, hold-downs and unchanged rate-limit
+        buckets are kept: a reload is not a restart. A file that does not
+        validate changes nothing (one error line). Settings that shape the
+        sockets opened at start (`config.restart_keys()`) keep their old value
+        and are named in a warning.
+        """
+        if self._reload_settings is None:
+            emit(self.log, "reload-skipped", "info", reason="no configuration source")
+            return
+        try:
+            new = self._reload_settings()
+        except ConfigError as exc:
+            self.engine.stats["reload.errors"] += 1
+            emit(self.log, "reload-failed", "error", error=str(exc), kept="previous settings")
+            return
+        old = self.config.settings
+        pinned = sorted(set(old.changed(new)) & config.restart_keys())
+        if pinned:
+            new = replace(
+                new, **{k.replace("-", "_"): getattr(old, k.replace("-", "_")) for k in pinned}
+            )
+            emit(self.log, "reload-needs-restart", "warning", keys=pinned)
+        changed = old.changed(new)
+        cfg = DaemonConfig.from_settings(new)
+        if new.log_level != old.log_level or new.log_format != old.log_format:
+            self.log = logs.setup(new.log_level, new.log_format)
+            logs.batch(True)
+        self.engine.reconfigure(cfg.engine)
+        self.mirror.remember = cfg.remember
+        if new.takeover != old.takeover and hasattr(self, "capture"):
+            # Answers (ARP replies, NAs) are only captured while takeover is on.
+            self.capture.set_filter(rarp_filter(replies=new.takeover))
+        self.config = cfg
+        if new.fdb_trigger and not old.fdb_trigger:
+            # The bridge FDB was not loaded without the FDB trigger: load it.
+            self._load()
+        self.engine.stats["reloads"] += 1
+        emit(self.log, "reloaded", "info", changed=changed)
 
     def _on_capture(self) -> None:
         for s in self.capture.recv_batch():
