@@ -182,3 +182,17 @@ def test_globset() -> None:
     for i in range(5000):  # the cache stays bounded as names come and go
         assert f"tap{i}" not in g
     assert len(g._cache) <= 4096
+
+
+def test_example_file_lists_every_setting_at_its_default(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "contrib" / "config.example.toml"
+    # Uncomment every `#key = value` line and drop trailing comments.
+    lines = []
+    for line in example.read_text().splitlines():
+        if line[:1] == "#" and line[1:2].isalpha():
+            lines.append(line[1:].split("  #")[0])
+    settings, _ = config.load(write(tmp_path, "\n".join(lines)), {})
+    assert settings == Settings()
+    documented = {ln.split("=")[0].strip() for ln in lines}
+    restart_only = config.restart_keys()  # socket sizes: documented in the README only
+    assert documented == {config.key(f) for f in dataclasses.fields(Settings)} - restart_only
