@@ -194,5 +194,4 @@ def test_example_file_lists_every_setting_at_its_default(tmp_path: Path) -> None
     settings, _ = config.load(write(tmp_path, "\n".join(lines)), {})
     assert settings == Settings()
     documented = {ln.split("=")[0].strip() for ln in lines}
-    restart_only = config.restart_keys()  # socket sizes: documented in the README only
-    assert documented == {config.key(f) for f in dataclasses.fields(Settings)} - restart_only
+    assert documented == {config.key(f) for f in dataclasses.fields(Settings)}
