@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import ipaddress
 import math
 import os
 import re
@@ -31,6 +30,7 @@ from typing import Any
 
 from . import logs
 from .engine import Config
+from .listen import parse_listen
 
 DEFAULT_PATH = "/etc/rarp-replay/config.toml"
 
@@ -209,23 +209,12 @@ NAME = Kind("NAME", _optional_text, _optional_text, lambda v: f'"{v or ""}"')
 
 
 def _endpoint(value: Any) -> tuple[str, int] | None:
-    """HOST:PORT or [V6]:PORT; "" turns the endpoint off."""
+    """HOST:PORT or [V6]:PORT (see listen.parse_listen); "" turns the endpoint off."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise ValueError(f"expected HOST:PORT, got {value!r}")
-    host, sep, port_s = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_s)
-        if not sep or not host or not 0 < port < 65536:
-            raise ValueError
-        if ":" in host:
-            ipaddress.IPv6Address(host)
-    except ValueError:
-        raise ValueError(f"expected HOST:PORT (or [IPv6]:PORT), got {value!r}") from None
-    return host, port
+    return parse_listen(value)
 
 
 def _endpoint_toml(v: tuple[str, int] | None) -> str:
@@ -326,6 +315,15 @@ class Settings:
     dry_run: bool = field(
         default=False,
         metadata=_opt(BOOL, "decide and log, but send nothing and change nothing"),
+    )
+    metrics: tuple[str, int] | None = field(
+        default=None,
+        metadata=_opt(
+            ENDPOINT,
+            "serve Prometheus metrics over HTTP on this address, e.g. 127.0.0.1:9464 or "
+            '[::1]:9464 (default: off; "" in the file turns it off)',
+            restart=True,
+        ),
     )
     log_level: str = field(default="info", metadata=_opt(_choice(*logs.LEVELS), "log level"))
     log_format: str = field(default="text", metadata=_opt(_choice("text", "json"), "log format"))

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from . import capabilities, config, logs
 from .config import ConfigError, Settings
@@ -51,6 +52,9 @@ from .netlink.records import AF_BRIDGE, NUD_INCOMPLETE, NUD_REACHABLE, Neighbor
 from .netlink.socket import RtnlSocket
 from .packetsock import PacketSender, RarpCapture, rarp_filter
 
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
+
 _GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 # Housekeeping (tombstone expiry, hold-down table) at least this often.
 _TICK = 1.0
@@ -65,6 +69,7 @@ class DaemonConfig:
     # 100,000 neighbor notifications are ~10 MB of netlink messages: a
     # buffer of that order absorbs a mass change without ENOBUFS.
     netlink_rcvbuf: int = 32 << 20
+    metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
     settings: Settings = field(default_factory=Settings)
 
     @classmethod
@@ -92,6 +97,7 @@ class DaemonConfig:
             dry_run=s.dry_run,
             capture_rcvbuf=s.capture_rcvbuf,
             netlink_rcvbuf=s.netlink_rcvbuf,
+            metrics=s.metrics,
             settings=s,
         )
 
@@ -110,6 +116,7 @@ class Daemon:
         self._reload_settings = reload
         self._stop_signal: int | None = None
         self._hup = False
+        self.metrics: MetricsServer | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- start-up --------------------------------------------------------------
@@ -126,6 +133,12 @@ class Daemon:
                 else ("to manage neighbor entries")
             )
             raise CapabilityError(name, f"missing capability {name} ({why})")
+        if self.config.metrics is not None:
+            # Lazily: prometheus_client is not imported without --metrics. Bound
+            # first, so that a port in use fails before the table dump.
+            from .metrics import MetricsServer  # noqa: PLC0415
+
+            self.metrics = MetricsServer(self.engine, self.config.metrics, self.log)
         started = time.monotonic()
         # Subscribe before dumping, so nothing that changes during the dump is missed.
         self.events = RtnlSocket(groups=_GROUPS, rcvbuf=self.config.netlink_rcvbuf)
@@ -205,6 +218,8 @@ class Daemon:
                     self._hup = False
                     self.reload()
                 self._do(self.engine.tick(time.monotonic()))
+                if self.metrics is not None:
+                    self.metrics.drain()
                 logs.flush()
         finally:
             logs.batch(False)
@@ -399,6 +414,8 @@ class Daemon:
         return link.name if link is not None else f"if{ifindex}"
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         for name in ("capture", "sender", "events", "requests"):
             sock = getattr(self, name, None)
             if sock is not None:
