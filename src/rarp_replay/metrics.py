@@ -215,9 +215,13 @@ STATS: dict[str, tuple[str, tuple[str, ...]] | None] = {
 MIRROR_GAUGES: dict[str, tuple[str, str]] = {
     "links": ("mirror_links", "Network interfaces in the mirror of the kernel's tables."),
     "addresses": ("mirror_addresses", "Local IP addresses in the mirror."),
-    "neighbors": ("mirror_neighbors", "Neighbor entries (IP to MAC bindings) in the mirror."),
+    "neighbors": (
+        "mirror_neighbors",
+        "IPv4/IPv6 neighbor entries in the mirror, in any state (the kernel's own "
+        "multicast entries included).",
+    ),
     "fdb": ("mirror_fdb_entries", "Bridge FDB entries (MAC locations) in the mirror."),
-    "macs": ("mirror_macs", "MACs with at least one neighbor entry."),
+    "macs": ("mirror_macs", "MACs bound to at least one IP address (a live entry)."),
     "remembered": (
         "mirror_tombstones",
         "Deleted neighbor bindings still remembered (--remember).",
@@ -266,9 +270,10 @@ class EngineCollector(Collector):
         # dict(counter) copies in one C call: Counter is a dict subclass that
         # overrides neither __iter__ nor keys(), so dict() takes CPython's
         # fast path (dict_merge walks the entries directly), no bytecode runs
-        # in between and the GIL is not handed over. Iterating in Python
-        # (stats.items() in a loop, Counter.copy()) could see the dict change
-        # size and raise (measured: half the attempts under a busy writer).
+        # in between and the GIL is not handed over. Iterating in Python (a
+        # loop or comprehension over stats.items()) can see the dict change
+        # size and raise (measured: about half the attempts under a busy
+        # writer; tests/unit/test_metrics.py has that writer).
         stats = dict(self.engine.stats)
         counters = {
             name: CounterMetricFamily(PREFIX + name, spec.help, labels=spec.labels)

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import netlab
+import rarp_replay
 from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
 
@@ -102,7 +103,8 @@ def test_a_migration_moves_the_counters_and_the_confirmation_histogram(net: Net)
     assert got[f'{P}announcements_total{{trigger="rarp"}}'] == 0
     assert got[f'{P}probes_total{{family="ipv4"}}'] == 0
     assert got[f"{P}confirmation_seconds_count"] == 0
-    assert got[f'{P}build_info{{python="{sys.version.split()[0]}",version="0.1.0"}}'] == 1
+    version = f'python="{sys.version.split()[0]}",version="{rarp_replay.__version__}"'
+    assert got[f"{P}build_info{{{version}}}"] == 1
     assert got["process_start_time_seconds"] > 0
     # The mirror: lo, swp1, br100. Its neighbor table also holds multicast
     # entries the kernel creates without notifying anyone, so the gauges are

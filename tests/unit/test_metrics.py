@@ -131,7 +131,12 @@ def test_every_series_is_exported_at_zero_before_anything_happens() -> None:
             assert got[series(key)] == 0, key
     assert got[f"{PREFIX}rounds_active"] == 0
     assert got[f'{PREFIX}confirmation_seconds_bucket{{le="+Inf"}}'] == 0
-    assert got[f'{PREFIX}build_info{{python="{sys.version.split()[0]}",version="0.1.0"}}'] == 1
+    version = rarp_replay.__version__
+    assert got[f'{PREFIX}build_info{{python="{sys.version.split()[0]}",version="{version}"}}'] == 1
+
+
+def test_every_mirror_count_has_its_gauge() -> None:
+    assert set(switch().counts()) == set(metrics.MIRROR_GAUGES)
 
 
 # -- a real engine ------------------------------------------------------------------
