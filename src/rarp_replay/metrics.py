@@ -112,7 +112,8 @@ COUNTERS: dict[str, CounterSpec] = {
     ),
     "announcements_ignored": CounterSpec(
         "Announcements not for this switch to serve: copies of a frame on upper devices "
-        "(bridge, macvlan, VLAN), fabric ports, interfaces without an L3 interface.",
+        "(bridge, macvlan, VLAN), fabric ports, interfaces without an L3 interface, "
+        "ports the include/exclude settings leave out.",
         ("reason",),
     ),
     "announcements_dropped": CounterSpec(
@@ -154,6 +155,10 @@ COUNTERS: dict[str, CounterSpec] = {
         "Full re-reads of the kernel tables after the kernel dropped notifications (ENOBUFS)."
     ),
     "netlink_errors": CounterSpec("Failed netlink reads and requests."),
+    "config_reloads": CounterSpec("Configuration reloads applied (SIGHUP)."),
+    "config_reload_errors": CounterSpec(
+        "Configuration reloads refused (the file did not validate; nothing changed)."
+    ),
     "unmapped_stats": CounterSpec(
         "Engine counters this version's metric table does not know (by engine key).",
         ("key",),
@@ -179,6 +184,7 @@ _IGNORED = (  # domain.resolve()'s reasons
     "vlan-parent-copy",
     "aggregate-member-copy",
     "no-l3-interface",
+    "excluded-port",  # the operator's include/exclude globs
 )
 _ANNOUNCEMENT_DROPS = ("duplicate", "unknown-mac", "rate-limit-port", "rate-limit-global")
 TRIGGERS = ("rarp", "fdb-move")
@@ -209,6 +215,8 @@ STATS: dict[str, tuple[str, tuple[str, ...]] | None] = {
     "gave-up": ("gave_up", ()),
     "netlink.redumps": ("netlink_redumps", ()),
     "netlink.errors": ("netlink_errors", ()),
+    "reloads": ("config_reloads", ()),
+    "reload.errors": ("config_reload_errors", ()),
 }
 
 # Mirror.counts() keys -> gauge name (without the prefix) and help.

@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from topology import BR, OTHER_MAC, PORT, VM_MAC, gone, local, new, remote, switch
 
 import rarp_replay
-from rarp_replay import metrics
-from rarp_replay.cli.rarp_reply import main
+from rarp_replay import config, metrics
+from rarp_replay.cli.rarp_reply import build_parser, main
+from rarp_replay.config import Settings
 from rarp_replay.engine import Engine
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.listen import format_listen, parse_listen
@@ -334,11 +335,19 @@ def test_bad_listen_address_is_a_usage_error(
     assert err.startswith("rarp-reply: error: argument --metrics: ") and message in err, err
 
 
-def test_metrics_off_by_default_and_server_not_imported_for_the_flag() -> None:
-    from rarp_replay.cli.rarp_reply import build_parser  # noqa: PLC0415
-
-    assert build_parser().parse_args([]).metrics is None
-    assert build_parser().parse_args(["--metrics", "[::1]:9464"]).metrics == ("::1", 9464)
+def test_metrics_off_by_default_and_server_not_imported_for_the_flag(tmp_path: Path) -> None:
+    assert Settings().metrics is None
+    flags = config.from_flags(build_parser().parse_args(["--metrics", "[::1]:9464"]))
+    assert flags == {"metrics": ("::1", 9464)}
+    # In the file: the same text, and "" is off.
+    path = tmp_path / "config.toml"
+    path.write_text('metrics = "127.0.0.1:9464"\n')
+    assert config.load(str(path), {})[0].metrics == ("127.0.0.1", 9464)
+    path.write_text('metrics = ""\n')
+    assert config.load(str(path), {})[0].metrics is None
+    path.write_text('metrics = "::1:9464"\n')
+    with pytest.raises(config.ConfigError, match=r"metrics: write an IPv6 address in brackets"):
+        config.load(str(path), {})
     # The CLI (and its --metrics parser) loads neither the server nor
     # prometheus_client: a daemon without --metrics does not pay for them.
     probe = (
