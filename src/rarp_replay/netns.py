@@ -61,8 +61,10 @@ def enter(name: str) -> str:
     except OSError as exc:
         raise NetnsError(f"cannot open network namespace '{name}': {exc.strerror}") from None
     try:
-        # nstype CLONE_NEWNET: the kernel refuses (EINVAL) an fd of another
-        # kind, such as a plain file or a /run/netns entry whose mount is gone.
+        # nstype CLONE_NEWNET, not 0: the kernel refuses (EINVAL) an fd of
+        # another kind, such as a plain file or a /run/netns entry whose mount
+        # is gone; and systemd's RestrictNamespaces=net lets setns(2) through
+        # only with a namespace type it allows (never with 0).
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             if err == errno.EPERM:
