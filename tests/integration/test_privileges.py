@@ -325,3 +325,16 @@ def test_nothing_execed_after_the_drop_regains_a_capability(filecap_cat: str) ->
     after = run_as_nobody("drop")
     assert after["CapPrm"] == after["CapEff"] == after["CapAmb"] == 0, after
     assert after["CapBnd"] >> CAP_SYS_ADMIN & 1  # still there, and unusable
+
+
+def test_setpcap_permitted_but_not_effective_is_raised_to_narrow_the_bounding_set() -> None:
+    code = (
+        "from rarp_replay import capabilities as c\n"
+        "cur = c.current()\n"
+        "c._capset(cur.effective & ~(1 << c.CAP_SETPCAP), cur.permitted, cur.inheritable)\n"
+        "assert not c.current().effective >> c.CAP_SETPCAP & 1\n"
+        "r = c.drop_to([12, 13])\n"
+        "print(r.plan.raise_setpcap, r.after.bounding, r.after.permitted)\n"
+    )
+    out = netlab.run([sys.executable, "-c", code]).stdout.split()
+    assert out == ["True", str(KEEP), str(KEEP)]
