@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -25,6 +26,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,18 +157,35 @@ def test_root_start_keeps_exactly_net_raw_and_net_admin_and_still_works(net: Net
     assert d.stop() == 0
 
 
-def test_dry_run_keeps_only_net_raw(net: Net) -> None:
-    d = DaemonProc(net.sw, "--dry-run").ready()
+def test_dry_run_keeps_net_admin_so_that_sighup_can_turn_it_off(net: Net, tmp_path: Path) -> None:
+    """dry-run is not a restart key: after a SIGHUP that turns it off, the
+    daemon writes neighbor entries, which needs the CAP_NET_ADMIN it kept."""
+    conf = tmp_path / "rarp-reply.toml"
+    conf.write_text("dry-run = true\n")
+    d = DaemonProc(net.sw, "--config", str(conf)).ready()
     c = proc_caps(daemon_pid(d))
-    assert c["CapEff"] == c["CapPrm"] == c["CapBnd"] == 1 << CAP_NET_RAW, c
-    assert c["CapInh"] == c["CapAmb"] == 0
-    assert d.of("privileges")[0]["kept"] == ["CAP_NET_RAW"]
+    assert c["CapEff"] == c["CapPrm"] == c["CapBnd"] == KEEP and c["CapInh"] == c["CapAmb"] == 0
     net.rarp_from_vm()
     d.wait_event("dry-run", match=lambda e: e["would"] == "send", count=2)
-    # Nothing changed: EVPN's entries are still there as they were.
     got = net.entries()
-    for ip in (VM_V4, VM_V6):
+    for ip in (VM_V4, VM_V6):  # nothing changed: EVPN's entries are as they were
         assert "extern_learn" in got[ip] and got[ip]["state"] == ["NOARP"], got[ip]
+    conf.write_text("dry-run = false\nholddown = 0\n")
+    d.proc.send_signal(signal.SIGHUP)
+    assert "dry-run" in d.wait_event("reloaded")[0]["changed"]
+    serves_and_takes_over(net, d)
+    assert d.stop() == 0
+
+
+def test_dry_run_started_without_net_admin_keeps_net_raw_only(net: Net) -> None:
+    # capsh runs `bash -c 'exec "$0" "$@"' python -m rarp_replay ...`: the daemon
+    # replaces the shell, as root, with CAP_NET_ADMIN gone from the bounding set.
+    shell = ("capsh", "--drop=cap_net_admin", "--", "-c", 'exec "$0" "$@"')
+    d = DaemonProc(Wrapped(net.sw, *shell), "--dry-run").ready()  # type: ignore[arg-type]
+    c = proc_caps(daemon_pid(d))
+    # Everything else dropped; CAP_NET_ADMIN, which it did not have, not gained.
+    assert c["CapEff"] == c["CapPrm"] == c["CapBnd"] == 1 << CAP_NET_RAW, c
+    assert d.of("privileges")[0]["kept"] == ["CAP_NET_RAW"]
     assert d.stop() == 0
 
 

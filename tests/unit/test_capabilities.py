@@ -83,7 +83,7 @@ def test_plan_without_setpcap_leaves_the_bounding_set() -> None:
     assert (p.effective, p.permitted) == (KEEP, KEEP)
 
 
-def test_plan_never_gains_and_dry_run_keeps_net_raw_only() -> None:
+def test_plan_never_gains_and_keeps_only_what_is_asked() -> None:
     c = Caps(permitted=1 << CAP_NET_RAW, effective=1 << CAP_NET_RAW, bounding=ALL)
     assert caps.plan(c, KEEP).permitted == 1 << CAP_NET_RAW  # CAP_NET_ADMIN was not there
     root = Caps(permitted=ALL, effective=ALL, bounding=ALL)
