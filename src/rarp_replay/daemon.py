@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from . import capabilities, config, logs
+from . import capabilities, config, logs, netns
 from .config import ConfigError, Settings
 from .engine import (
     Action,
@@ -65,6 +65,7 @@ class DaemonConfig:
     engine: Config = field(default_factory=Config)
     remember: float = 300.0  # seconds a deleted binding is remembered
     dry_run: bool = False  # decide and log; send nothing, change nothing
+    netns: str | None = None  # serve this network namespace (a name in /run/netns, or a path)
     capture_rcvbuf: int = 8 << 20
     # 100,000 neighbor notifications are ~10 MB of netlink messages: a
     # buffer of that order absorbs a mass change without ENOBUFS.
@@ -122,7 +123,12 @@ class Daemon:
     # -- start-up --------------------------------------------------------------
 
     def open(self) -> None:
-        """Check privileges, load the mirror, open the sockets. Raises on failure."""
+        """Enter the namespace, check privileges, load the mirror, open the sockets,
+        then drop every capability no longer needed. Raises on failure."""
+        if self.config.netns is not None:
+            # Before any socket: a socket serves the namespace it was created in.
+            path = netns.enter(self.config.netns)
+            emit(self.log, "netns", "info", netns=self.config.netns, path=path)
         needed = [capabilities.CAP_NET_RAW]
         if not self.config.dry_run:
             needed.append(capabilities.CAP_NET_ADMIN)
@@ -149,6 +155,33 @@ class Daemon:
         )
         self.sender = PacketSender()
         self._load_ms = _ms(time.monotonic() - started)
+        # Last in open(): whatever needs more than the kept capabilities (setns,
+        # SO_RCVBUFFORCE, a privileged port) must happen above this line.
+        self.drop_privileges()
+
+    def drop_privileges(self) -> None:
+        """Keep CAP_NET_RAW and CAP_NET_ADMIN (those held: never gained); drop the rest.
+
+        CAP_NET_ADMIN is needed from here on: rtnetlink checks it on every
+        RTM_NEWNEIGH and RTM_DELNEIGH (netlink_net_capable()). Dry-run keeps it
+        too, when it has it: dry_run is not a restart key, so a SIGHUP can turn
+        it off, and a dropped capability cannot come back. CAP_NET_RAW is checked
+        only when a packet socket is created (packet_create()); it is kept as
+        part of the daemon's documented privilege set, not for a later call.
+        """
+        result = capabilities.drop_to([capabilities.CAP_NET_RAW, capabilities.CAP_NET_ADMIN])
+        fields: dict[str, object] = {
+            "kept": result.kept,
+            "dropped": len(result.dropped),
+            "bounding": capabilities.names(result.after.bounding),
+            "no_new_privs": result.after.no_new_privs,
+        }
+        if result.bounding_left:
+            fields["note"] = (
+                "without CAP_SETPCAP the bounding set cannot be narrowed; "
+                "no_new_privs keeps execve from granting any of it"
+            )
+        emit(self.log, "privileges", "warning" if result.bounding_left else "info", **fields)
 
     def _load(self) -> None:
         # The mirror is hundreds of thousands of long-lived objects: full GC
@@ -272,7 +305,7 @@ class Daemon:
             )
             emit(self.log, "reload-needs-restart", "warning", keys=pinned)
         changed = old.changed(new)
-        cfg = DaemonConfig.from_settings(new)
+        cfg = replace(DaemonConfig.from_settings(new), netns=self.config.netns)
         if new.log_level != old.log_level or new.log_format != old.log_format:
             self.log = logs.setup(new.log_level, new.log_format)
             logs.batch(True)
