@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import logs
+from . import logs, netns
 from .engine import Config
 from .listen import parse_listen
 
@@ -205,7 +205,14 @@ def _optional_text(value: Any) -> str | None:
     return value
 
 
-NAME = Kind("NAME", _optional_text, _optional_text, lambda v: f'"{v or ""}"')
+def _netns(value: Any) -> str | None:
+    name = _optional_text(value)
+    if name is not None:
+        netns.path_of(name)  # ValueError for '.', '..'
+    return name
+
+
+NETNS = Kind("NAME|PATH", _netns, _netns, lambda v: f'"{v or ""}"')
 
 
 def _endpoint(value: Any) -> tuple[str, int] | None:
@@ -322,6 +329,16 @@ class Settings:
             ENDPOINT,
             "serve Prometheus metrics over HTTP on this address, e.g. 127.0.0.1:9464 or "
             '[::1]:9464 (default: off; "" in the file turns it off)',
+            restart=True,
+        ),
+    )
+    netns: str | None = field(
+        default=None,
+        metadata=_opt(
+            NETNS,
+            "serve this network namespace: a name as made by 'ip netns add' "
+            "(/run/netns/NAME) or a path such as /proc/PID/ns/net; entered before any "
+            "socket is opened (needs CAP_SYS_ADMIN, dropped once the sockets are open)",
             restart=True,
         ),
     )

@@ -99,6 +99,7 @@ class DaemonConfig:
             capture_rcvbuf=s.capture_rcvbuf,
             netlink_rcvbuf=s.netlink_rcvbuf,
             metrics=s.metrics,
+            netns=s.netns,
             settings=s,
         )
 
@@ -158,6 +159,8 @@ class Daemon:
         # Last in open(): whatever needs more than the kept capabilities (setns,
         # SO_RCVBUFFORCE, a privileged port) must happen above this line.
         self.drop_privileges()
+        if self.metrics is not None:
+            self.metrics.start()  # after the drop: see MetricsServer
 
     def drop_privileges(self) -> None:
         """Keep CAP_NET_RAW and CAP_NET_ADMIN (those held: never gained); drop the rest.
@@ -305,7 +308,7 @@ class Daemon:
             )
             emit(self.log, "reload-needs-restart", "warning", keys=pinned)
         changed = old.changed(new)
-        cfg = replace(DaemonConfig.from_settings(new), netns=self.config.netns)
+        cfg = DaemonConfig.from_settings(new)
         if new.log_level != old.log_level or new.log_format != old.log_format:
             self.log = logs.setup(new.log_level, new.log_format)
             logs.batch(True)

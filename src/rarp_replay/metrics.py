@@ -370,7 +370,11 @@ class MetricsServer:
     """The collector, a private registry and the HTTP server's thread.
 
     Binds on construction (so a port in use fails before the daemon says it is
-    ready) and serves at once; `close()` stops the thread.
+    ready); `start()` starts the serving thread, `close()` stops it. Two steps,
+    because the daemon drops its capabilities in between: capset(2) changes
+    only the calling thread, so the drop refuses to run with a second thread
+    alive (capabilities.drop_to), and a thread started before it would keep
+    every capability.
     """
 
     def __init__(self, engine: Engine, address: tuple[str, int], log: logging.Logger) -> None:
@@ -398,8 +402,11 @@ class MetricsServer:
         # wakes the thread at once.
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
+        self.where = where
+
+    def start(self) -> None:
         self._thread.start()
-        emit(log, "metrics-listening", "info", address=where)
+        emit(self.log, "metrics-listening", "info", address=self.where)
 
     def _app(self, inner: Callable[..., Any]) -> Callable[..., Any]:
         log = self.log
@@ -438,7 +445,8 @@ class MetricsServer:
         # A scrape in progress finishes first; a stalled client would hold the
         # thread up to _Handler.timeout: do not wait that long to exit (the
         # thread is a daemon thread, and only reads).
-        self._thread.join(timeout=1.0)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=1.0)
         self.server.server_close()
         os.close(self._wake_r)
         os.close(self._wake_w)

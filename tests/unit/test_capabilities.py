@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rarp_replay import capabilities as caps
-from rarp_replay import netns
+from rarp_replay import config, netns
 from rarp_replay.capabilities import CAP_NET_ADMIN, CAP_NET_RAW, CAP_SETPCAP, CAP_SYS_ADMIN, Caps
 from rarp_replay.cli.rarp_reply import build_parser
 
@@ -135,8 +135,11 @@ def test_netns_path_of() -> None:
 
 
 def test_cli_netns_option() -> None:
-    assert build_parser().parse_args([]).netns is None
-    assert build_parser().parse_args(["--netns", "blue"]).netns == "blue"
+    def settings(*argv: str) -> config.Settings:
+        return config.load(None, config.from_flags(build_parser().parse_args(list(argv))))[0]
+
+    assert settings().netns is None
+    assert settings("--netns", "blue").netns == "blue"
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["--netns", ".."])
     assert exc.value.code == 2

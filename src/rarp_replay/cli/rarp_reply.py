@@ -8,10 +8,9 @@ the table of settings. SIGHUP re-reads the file (the flags still win).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
-from .. import __version__, config, logs, netns
+from .. import __version__, config, logs
 from ..config import ConfigError, Settings
 from ..daemon import Daemon, DaemonConfig
 from ..errors import CapabilityError, NetlinkError, RarpReplayError
@@ -22,14 +21,6 @@ PROG = "rarp-reply"
 # 1 a runtime failure (privileges, sockets, netlink), 2 bad flags or config.
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-def _netns(text: str) -> str:
-    try:
-        netns.path_of(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,17 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the file and flags, print the effective configuration as TOML, exit",
     )
     config.add_arguments(p)
-    # --- --netns (issue 6): serve another network namespace ------------------
-    p.add_argument(
-        "--netns",
-        type=_netns,
-        default=None,
-        metavar="NAME|PATH",
-        help="serve this network namespace: a name as made by 'ip netns add' "
-        "(/run/netns/NAME) or a path such as /proc/PID/ns/net; entered before any "
-        "socket is opened (needs CAP_SYS_ADMIN, dropped once the sockets are open)",
-    )
-    # ----------------------------------------------------------------------------
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -86,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(config.render(settings, source))
         return 0
     logger = logs.setup(settings.log_level, settings.log_format)
-    daemon_config = dataclasses.replace(DaemonConfig.from_settings(settings), netns=args.netns)
-    daemon = Daemon(daemon_config, logger, reload=reload)
+    daemon = Daemon(DaemonConfig.from_settings(settings), logger, reload=reload)
     try:
         daemon.open()
         return daemon.run()
