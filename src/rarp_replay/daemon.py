@@ -18,10 +18,13 @@ import select
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from . import capabilities, logs
+from . import capabilities, config, logs, netns
+from .config import ConfigError, Settings
 from .engine import (
     Action,
     Config,
@@ -47,7 +50,10 @@ from .netlink.codec import (
 )
 from .netlink.records import AF_BRIDGE, NUD_REACHABLE, NUD_VALID, Neighbor
 from .netlink.socket import RtnlSocket
-from .packetsock import PacketSender, RarpCapture
+from .packetsock import PacketSender, RarpCapture, rarp_filter
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 _GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 # Housekeeping (tombstone expiry, hold-down table) at least this often.
@@ -59,25 +65,71 @@ class DaemonConfig:
     engine: Config = field(default_factory=Config)
     remember: float = 300.0  # seconds a deleted binding is remembered
     dry_run: bool = False  # decide and log; send nothing, change nothing
+    netns: str | None = None  # serve this network namespace (a name in /run/netns, or a path)
     capture_rcvbuf: int = 8 << 20
     # 100,000 neighbor notifications are ~10 MB of netlink messages: a
     # buffer of that order absorbs a mass change without ENOBUFS.
     netlink_rcvbuf: int = 32 << 20
+    metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
+    settings: Settings = field(default_factory=Settings)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> DaemonConfig:
+        engine = Config(
+            holddown=s.holddown,
+            give_up=s.give_up,
+            retry_backoff=s.retry_backoff,
+            relearn=s.relearn,
+            fdb_trigger=s.fdb_trigger,
+            takeover=s.takeover,
+            port_rate=s.port_rate[0],
+            port_burst=s.port_rate[1],
+            global_rate=s.global_rate[0],
+            global_burst=s.global_rate[1],
+            probe_rate=s.probe_rate[0],
+            probe_burst=s.probe_rate[1],
+            fabric_ports=s.fabric_ports,
+            include=s.include,
+            exclude=s.exclude,
+        )
+        return cls(
+            engine=engine,
+            remember=s.remember,
+            dry_run=s.dry_run,
+            capture_rcvbuf=s.capture_rcvbuf,
+            netlink_rcvbuf=s.netlink_rcvbuf,
+            metrics=s.metrics,
+            netns=s.netns,
+            settings=s,
+        )
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        logger: logging.Logger,
+        reload: Callable[[], Settings] | None = None,
+    ) -> None:
         self.config = config
         self.log = logger
         self.mirror = Mirror(remember=config.remember)
         self.engine = Engine(self.mirror, config.engine)
+        self._reload_settings = reload
         self._stop_signal: int | None = None
+        self._hup = False
+        self.metrics: MetricsServer | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- start-up --------------------------------------------------------------
 
     def open(self) -> None:
-        """Check privileges, load the mirror, open the sockets. Raises on failure."""
+        """Enter the namespace, check privileges, load the mirror, open the sockets,
+        then drop every capability no longer needed. Raises on failure."""
+        if self.config.netns is not None:
+            # Before any socket: a socket serves the namespace it was created in.
+            path = netns.enter(self.config.netns)
+            emit(self.log, "netns", "info", netns=self.config.netns, path=path)
         needed = [capabilities.CAP_NET_RAW]
         if not self.config.dry_run:
             needed.append(capabilities.CAP_NET_ADMIN)
@@ -88,6 +140,12 @@ class Daemon:
                 else ("to manage neighbor entries")
             )
             raise CapabilityError(name, f"missing capability {name} ({why})")
+        if self.config.metrics is not None:
+            # Lazily: prometheus_client is not imported without --metrics. Bound
+            # first, so that a port in use fails before the table dump.
+            from .metrics import MetricsServer  # noqa: PLC0415
+
+            self.metrics = MetricsServer(self.engine, self.config.metrics, self.log)
         started = time.monotonic()
         # Subscribe before dumping, so nothing that changes during the dump is missed.
         self.events = RtnlSocket(groups=_GROUPS, rcvbuf=self.config.netlink_rcvbuf)
@@ -99,6 +157,35 @@ class Daemon:
         )
         self.sender = PacketSender()
         self._load_ms = _ms(time.monotonic() - started)
+        # Last in open(): whatever needs more than the kept capabilities (setns,
+        # SO_RCVBUFFORCE, a privileged port) must happen above this line.
+        self.drop_privileges()
+        if self.metrics is not None:
+            self.metrics.start()  # after the drop: see MetricsServer
+
+    def drop_privileges(self) -> None:
+        """Keep CAP_NET_RAW and CAP_NET_ADMIN (those held: never gained); drop the rest.
+
+        CAP_NET_ADMIN is needed from here on: rtnetlink checks it on every
+        RTM_NEWNEIGH and RTM_DELNEIGH (netlink_net_capable()). Dry-run keeps it
+        too, when it has it: dry_run is not a restart key, so a SIGHUP can turn
+        it off, and a dropped capability cannot come back. CAP_NET_RAW is checked
+        only when a packet socket is created (packet_create()); it is kept as
+        part of the daemon's documented privilege set, not for a later call.
+        """
+        result = capabilities.drop_to([capabilities.CAP_NET_RAW, capabilities.CAP_NET_ADMIN])
+        fields: dict[str, object] = {
+            "kept": result.kept,
+            "dropped": len(result.dropped),
+            "bounding": capabilities.names(result.after.bounding),
+            "no_new_privs": result.after.no_new_privs,
+        }
+        if result.bounding_left:
+            fields["note"] = (
+                "without CAP_SETPCAP the bounding set cannot be narrowed; "
+                "no_new_privs keeps execve from granting any of it"
+            )
+        emit(self.log, "privileges", "warning" if result.bounding_left else "info", **fields)
 
     def _load(self) -> None:
         # The mirror is hundreds of thousands of long-lived objects: full GC
@@ -214,7 +301,12 @@ class Daemon:
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 64)
+                if self._hup:
+                    self._hup = False
+                    self.reload()
                 self._do(self.engine.tick(time.monotonic()))
+                if self.metrics is not None:
+                    self.metrics.drain()
                 logs.flush()
         finally:
             logs.batch(False)
@@ -233,9 +325,55 @@ class Daemon:
         return 0
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags here: the loop acts on them (the wake-up fd ends its poll).
         if signum == signal.SIGHUP:
-            return  # nothing to reload yet; never die on it
-        self._stop_signal = signum
+            self._hup = True
+        else:
+            self._stop_signal = signum
+
+    # -- SIGHUP ----------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the configuration and apply it in place.
+
+        The mirror, rounds in flight, hold-downs and unchanged rate-limit
+        buckets are kept: a reload is not a restart. A file that does not
+        validate changes nothing (one error line). Settings that shape the
+        sockets opened at start (`config.restart_keys()`) keep their old value
+        and are named in a warning.
+        """
+        if self._reload_settings is None:
+            emit(self.log, "reload-skipped", "info", reason="no configuration source")
+            return
+        try:
+            new = self._reload_settings()
+        except ConfigError as exc:
+            self.engine.stats["reload.errors"] += 1
+            emit(self.log, "reload-failed", "error", error=str(exc), kept="previous settings")
+            return
+        old = self.config.settings
+        pinned = sorted(set(old.changed(new)) & config.restart_keys())
+        if pinned:
+            new = replace(
+                new, **{k.replace("-", "_"): getattr(old, k.replace("-", "_")) for k in pinned}
+            )
+            emit(self.log, "reload-needs-restart", "warning", keys=pinned)
+        changed = old.changed(new)
+        cfg = DaemonConfig.from_settings(new)
+        if new.log_level != old.log_level or new.log_format != old.log_format:
+            self.log = logs.setup(new.log_level, new.log_format)
+            logs.batch(True)
+        self.engine.reconfigure(cfg.engine)
+        self.mirror.remember = cfg.remember
+        if new.takeover != old.takeover and hasattr(self, "capture"):
+            # Answers (ARP replies, NAs) are only captured while takeover is on.
+            self.capture.set_filter(rarp_filter(replies=new.takeover))
+        self.config = cfg
+        if new.fdb_trigger and not old.fdb_trigger:
+            # The bridge FDB was not loaded without the FDB trigger: load it.
+            self._load()
+        self.engine.stats["reloads"] += 1
+        emit(self.log, "reloaded", "info", changed=changed)
 
     def _on_capture(self) -> None:
         for s in self.capture.recv_batch():
@@ -372,6 +510,8 @@ class Daemon:
         return link.name if link is not None else f"if{ifindex}"
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         for name in ("capture", "sender", "events", "requests"):
             sock = getattr(self, name, None)
             if sock is not None:

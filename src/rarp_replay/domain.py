@@ -13,6 +13,9 @@ a probe here: only the switch where the VM now lives must act.
 
 from __future__ import annotations
 
+import fnmatch
+import re
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from .mirror import Mirror
@@ -24,6 +27,40 @@ DEFAULT_FABRIC_KINDS = frozenset(
 )
 # Aggregates: the frame is seen on the member first and again on the aggregate.
 _AGGREGATE_KINDS = frozenset({"bond", "team"})
+
+
+class GlobSet(Container[str]):
+    """Interface names matching any of some shell-style globs (`name in globs`).
+
+    Matching is case-sensitive, as interface names are. Results are cached per
+    name (an announcement costs one dict lookup), and the cache is bounded:
+    names come and go with interfaces.
+    """
+
+    def __init__(self, globs: Iterable[str] = ()) -> None:
+        self.globs = tuple(globs)
+        self._re = (
+            re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in self.globs))
+            if self.globs
+            else None
+        )
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return self._re is not None
+
+    def __contains__(self, name: object) -> bool:
+        if self._re is None or not isinstance(name, str):
+            return False
+        hit = self._cache.get(name)
+        if hit is None:
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            hit = self._cache[name] = self._re.match(name) is not None
+        return hit
+
+    def __repr__(self) -> str:
+        return f"GlobSet({list(self.globs)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +89,7 @@ def resolve(
     ifindex: int,
     vid: int | None,
     fabric_kinds: frozenset[str] = DEFAULT_FABRIC_KINDS,
-    fabric_ports: frozenset[str] = frozenset(),
+    fabric_ports: Container[str] = frozenset(),
 ) -> Domain | Ignored:
     """Classify one sighting of a RARP on `ifindex` carrying VLAN `vid` (None/0: untagged)."""
     links = mirror.links

@@ -271,11 +271,17 @@ class Mirror:
         return self._uppers_cache.get(ifindex, ())
 
     def counts(self) -> dict[str, int]:
+        # Also called from the metrics server's thread while the main loop
+        # changes the tables: list(d.values()) copies in one C call (no
+        # bytecode runs, so the GIL is not handed over and the dict cannot
+        # change meanwhile); a generator over d.values() would raise
+        # "dictionary changed size during iteration" (measured: most
+        # attempts fail under a concurrent writer).
         return {
             "links": len(self.links),
-            "addresses": sum(len(v) for v in self.addresses.values()),
+            "addresses": sum(map(len, list(self.addresses.values()))),
             "neighbors": len(self.neighbors),
             "fdb": len(self.fdb),
             "macs": len(self._by_mac),
-            "remembered": sum(len(v) for v in self._tombstones.values()),
+            "remembered": sum(map(len, list(self._tombstones.values()))),
         }

@@ -472,6 +472,10 @@ class RarpCapture(OwnedSocket):
             raise
         self._allocate(256)
 
+    def set_filter(self, program: list[tuple[int, int, int, int]]) -> None:
+        """Replace the socket filter (SO_ATTACH_FILTER swaps it atomically)."""
+        attach_filter(self._sock, program)
+
     def _set_rcvbuf(self, size: int) -> None:
         # SO_RCVBUFFORCE (CAP_NET_ADMIN) may exceed net.core.rmem_max; SO_RCVBUF is clamped to it.
         try:

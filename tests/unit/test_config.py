@@ -1,0 +1,197 @@
+"""The settings table: TOML file, flags, precedence, validation, rendering."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rarp_replay import config
+from rarp_replay.cli.rarp_reply import build_parser
+from rarp_replay.config import ConfigError, Settings
+from rarp_replay.daemon import DaemonConfig
+from rarp_replay.domain import GlobSet
+
+
+def parse(*argv: str) -> dict[str, object]:
+    return config.from_flags(build_parser().parse_args(list(argv)))
+
+
+def write(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_match_engine_defaults() -> None:
+    s = Settings()
+    d = DaemonConfig.from_settings(s)
+    assert d.engine.holddown == 5.0 and d.engine.give_up == 30.0
+    assert (d.engine.port_rate, d.engine.port_burst) == s.port_rate
+    assert d.remember == 300.0 and not d.dry_run
+
+
+def test_file_then_flags_precedence(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        holddown = 2
+        give-up = 12.5
+        include = ["swp*", "bond*"]
+        fabric-ports = ["uplink*"]
+        takeover = false
+        port-rate = "100/200"
+        global-rate = { rate = 300, burst = 600 }
+        probe-rate = 50
+        log-format = "json"
+        netlink-rcvbuf = "4M"
+        """,
+    )
+    s, used = config.load(path, parse("--holddown", "1", "--include", "swp9", "--takeover"))
+    assert used == path
+    assert s.holddown == 1.0  # flag wins
+    assert s.give_up == 12.5  # file
+    assert s.include == ("swp9",)  # a list flag replaces the file's list
+    assert s.fabric_ports == ("uplink*",)
+    assert s.takeover is True
+    assert s.port_rate == (100.0, 200.0)
+    assert s.global_rate == (300.0, 600.0)
+    assert s.probe_rate == (50.0, 50.0)
+    assert s.log_format == "json"
+    assert s.netlink_rcvbuf == 4 << 20
+    d = DaemonConfig.from_settings(s)
+    assert d.engine.include == ("swp9",) and d.engine.fabric_ports == ("uplink*",)
+    assert (d.engine.global_rate, d.engine.global_burst) == (300.0, 600.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("holdown = 3", "holdown: unknown key (did you mean holddown?)"),
+        ("holddown = 'x'", "holddown: expected a number, got 'x'"),
+        ("holddown = -1", "holddown: expected seconds >= 0"),
+        ("holddown = true", "holddown: expected a number"),
+        ("takeover = 1", "takeover: expected true or false"),
+        ("port-rate = '0/5'", "port-rate: rate must be > 0"),
+        ("port-rate = { rate = 5, bust = 1 }", "port-rate: expected { rate = R, burst = B }"),
+        ("include = 'swp*'", "include: expected a list"),
+        ("include = ['']", "include: expected an interface name"),
+        ("log-level = 'verbose'", "log-level: expected one of debug, info, warning, error"),
+        ("retry-backoff = []", "retry-backoff: expected a non-empty list"),
+        ("netlink-rcvbuf = 10", "netlink-rcvbuf: expected a byte count"),
+        ("holddown = [", "not valid TOML"),
+        ("[timers]\nholddown = 1", "timers: unknown key"),
+    ],
+)
+def test_bad_file_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        config.load(path, {})
+    assert str(exc.value).startswith(f"{path}: ")
+    assert message in str(exc.value)
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(str(tmp_path / "nope.toml"), {})
+
+
+def test_render_round_trips(tmp_path: Path) -> None:
+    s = Settings(
+        include=("swp*",),
+        exclude=("swp48",),
+        holddown=1.5,
+        takeover=False,
+        port_rate=(10.0, 20.0),
+        retry_backoff=(0.1, 0.3),
+        log_level="debug",
+    )
+    text = config.render(s, "x.toml")
+    path = write(tmp_path, text)
+    again, _ = config.load(path, {})
+    assert again == s
+    # Every setting is in the rendering: nothing is hidden from the operator.
+    assert len([ln for ln in text.splitlines() if " = " in ln]) == len(dataclasses.fields(s))
+
+
+def test_every_setting_has_a_flag_and_help() -> None:
+    help_text = build_parser().format_help()
+    for f in dataclasses.fields(Settings):
+        flag = f.metadata["flag"] or f"--{config.key(f)}"
+        assert flag in help_text, flag
+        assert f.metadata["help"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port-rate", "x"], "expected RATE[/BURST]"),
+        (["--holddown", "-3"], "expected seconds >= 0"),
+        (["--retry-backoff", "1,0"], "every retry step must be > 0"),
+        (["--netlink-rcvbuf", "12X"], "expected BYTES"),
+        (["--log-level", "loud"], "expected one of"),
+    ],
+)
+def test_bad_flag_is_usage_error(argv: list[str], message: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "rarp_replay", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    good = write(tmp_path, "holddown = 2\nexclude = ['eth0']\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "rarp_replay", "--config", good, "--check-config", "--no-relearn"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "holddown = 2.0" in r.stdout and 'exclude = ["eth0"]' in r.stdout
+    assert "relearn = false" in r.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text("give_up = 3\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "rarp_replay", "--config", str(bad), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"rarp-reply: error: {bad}: give_up: unknown key (did you mean give-up?)"
+    ]
+
+
+def test_globset() -> None:
+    g = GlobSet(["swp*", "bond[0-9]", "eth0"])
+    assert "swp12" in g and "bond3" in g and "eth0" in g
+    assert "eth01" not in g and "bond10" not in g and "Swp1" not in g
+    assert not GlobSet() and "anything" not in GlobSet()
+    for i in range(5000):  # the cache stays bounded as names come and go
+        assert f"tap{i}" not in g
+    assert len(g._cache) <= 4096
+
+
+def test_example_file_lists_every_setting_at_its_default(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "contrib" / "config.example.toml"
+    # Uncomment every `#key = value` line and drop trailing comments.
+    lines = []
+    for line in example.read_text().splitlines():
+        if line[:1] == "#" and line[1:2].isalpha():
+            lines.append(line[1:].split("  #")[0])
+    settings, _ = config.load(write(tmp_path, "\n".join(lines)), {})
+    assert settings == Settings()
+    documented = {ln.split("=")[0].strip() for ln in lines}
+    assert documented == {config.key(f) for f in dataclasses.fields(Settings)}
