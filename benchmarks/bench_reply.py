@@ -314,9 +314,14 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far (/proc/PID/stat fields 14 and 15)."""
+        return sum(self.cpu_times())
+
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU time so far (/proc/PID/stat fields 14 and 15)."""
         text = Path(f"/proc/{self.proc.pid}/stat").read_text()
         fields = text[text.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tck = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tck, int(fields[12]) / tck
 
     def netlink_queue(self) -> tuple[int, int]:
         """(bytes queued, drops) on the daemon's subscribed rtnetlink socket.
@@ -559,7 +564,7 @@ class Bench:
         frames = [rarp_request_frame(m) for m in macs]
         d = self.start(f"burst{r}")
         self.drain()
-        cpu0 = d.cpu_seconds()
+        user0, sys0 = d.cpu_times()
         t0 = time.monotonic()
         for f in frames:
             self.tx.send(f)
@@ -583,7 +588,7 @@ class Bench:
         per_mac_ms = [
             (self.tap.probes[m] - self.tap.rarps[m]) * 1000 for m in probed if m in rarps_seen
         ]
-        cpu = d.cpu_seconds() - cpu0
+        user1, sys1 = d.cpu_times()
         st = d.status()
         gcs = gc_summary(d)
         stats = d.stop()
@@ -604,7 +609,9 @@ class Bench:
             "probe_times_ms": sorted(
                 round((self.tap.probes[m] - first_rarp) * 1000, 2) for m in probed
             ),
-            "daemon_cpu_s": round(cpu, 3),
+            "daemon_cpu_s": round(user1 - user0 + sys1 - sys0, 3),
+            "daemon_cpu_user_s": round(user1 - user0, 3),
+            "daemon_cpu_sys_s": round(sys1 - sys0, 3),
             "rss_kb": st.get("VmRSS"),
             "daemon_stats": _stats(stats),
         }
@@ -849,7 +856,8 @@ class Bench:
             out["bursts"].append(b)
             self.say(
                 f"burst {r}: probed {b['probed']}/{b['r']}, first RARP -> last probe "
-                f"{b['first_rarp_to_last_probe_ms']} ms"
+                f"{b['first_rarp_to_last_probe_ms']} ms, daemon CPU {b['daemon_cpu_s']} s "
+                f"(user {b['daemon_cpu_user_s']}, system {b['daemon_cpu_sys_s']})"
             )
         if o.churn:
             self.say(f"netlink churn of {o.churn} events at N={self.installed}")
