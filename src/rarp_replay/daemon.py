@@ -459,6 +459,8 @@ class Daemon:
                 error=str(exc),
             )
         else:
+            if not self.log.isEnabledFor(logging.DEBUG):
+                return  # the fields below cost more than the send itself
             emit(
                 self.log,
                 "probe",
