@@ -54,6 +54,14 @@ from .ratelimit import KeyedBuckets, TokenBucket
 # host itself: zebra treats these as local neighbors and advertises them.
 _LOCAL_STATES = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT
 
+# An untagged Ethernet/IPv4 RARP request from its EtherType on (RFC 903 / RFC 826):
+# EtherType 0x8035, ar$hrd 1, ar$pro 0x0800, ar$hln 6, ar$pln 4, ar$op 3.
+_RARP_PREFIX = bytes.fromhex("80350001080006040003")
+_RARP_THA = 14 + 8 + 6 + 4  # Ethernet header, fixed ARP part, sha, spa
+_RARP_MIN_LEN = 14 + 28  # the whole Ethernet/IPv4 packet must be there
+_DOMAIN_CACHE_MAX = 65536
+_TEMPLATE_CACHE_MAX = 4096
+
 
 @dataclass(frozen=True)
 class Config:
@@ -235,9 +243,14 @@ class Engine:
         self._drop_logs = KeyedBuckets(1.0, c.drop_log_burst)
         self._drop_reasons: dict[str, int] = {}
         self._suppressed: Counter[str] = Counter()
+        self._domains: dict[tuple[int, int | None], Domain | Ignored] = {}
+        self._domains_generation = -1
+        # (egress MAC, source, VLAN tag) -> the fixed middle of an ARP probe and its padding.
+        self._arp_templates: dict[tuple[bytes, IPv4Address, int | None], tuple[bytes, bytes]] = {}
         self._set_ports(c)
 
     def _set_ports(self, c: Config) -> None:
+        self._domains.clear()  # resolutions depend on the fabric ports and kinds
         self._fabric = GlobSet(c.fabric_ports)
         self._include = GlobSet(c.include)
         self._exclude = GlobSet(c.exclude)
@@ -266,6 +279,15 @@ class Engine:
     def on_frame(self, data: bytes, ifindex: int, aux_vid: int | None, now: float) -> list[Action]:
         """A frame the capture socket delivered (it should be a RARP; check anyway)."""
         self.stats["frames"] += 1
+        if type(data) is bytes and data[12:22] == _RARP_PREFIX and len(data) >= _RARP_MIN_LEN:
+            # The common case, decided from fixed offsets: an untagged Ethernet/IPv4
+            # RARP request, which the general path below would parse into exactly
+            # this (the MAC is its target hardware address). Frames are seen twice
+            # or more (port, bridge), so this is most of a burst's frame handling.
+            tha = data[_RARP_THA : _RARP_THA + 6]
+            if not is_unicast(tha):
+                return self._drop("target-not-unicast", ifindex, now, mac=format_mac(tha))
+            return self.announce(tha, ifindex, aux_vid, now, trigger="rarp")
         try:
             eth = EthernetFrame.parse(data)
         except FrameError as exc:
@@ -300,7 +322,7 @@ class Engine:
         moved_from: str | None = None,
     ) -> list[Action]:
         """`mac` showed up on port `ifindex` (VLAN `vid`): start a round unless one is recent."""
-        where = resolve(self.mirror, ifindex, vid, self.config.fabric_kinds, self._fabric)
+        where = self._domain(ifindex, vid)
         if isinstance(where, Ignored):
             return self._drop(where.reason, ifindex, now, mac=format_mac(mac), detail=where.detail)
         if (self._include or self._exclude) and not self._serves(ifindex, where):
@@ -391,7 +413,7 @@ class Engine:
         except FrameError:
             self.stats["dropped.malformed-reply"] += 1
             return []
-        where = resolve(self.mirror, ifindex, vid, self.config.fabric_kinds, self._fabric)
+        where = self._domain(ifindex, vid)
         if isinstance(where, Ignored):
             return []  # the copy seen on the bridge, or an answer from the fabric
         rnd = self._rounds.get((mac, where.key))
@@ -584,6 +606,30 @@ class Engine:
 
     # -- helpers -----------------------------------------------------------------
 
+    def _domain(self, ifindex: int, vid: int | None) -> Domain | Ignored:
+        """`domain.resolve`, cached per (ifindex, VID) until the mirror's links or
+        addresses change (`Mirror.generation`): every frame of a burst is seen on
+        its port and again on the bridge, and both resolve to the same answer."""
+        mirror = self.mirror
+        if self._domains_generation != mirror.generation:
+            self._domains.clear()
+            self._domains_generation = mirror.generation
+        key = (ifindex, vid)
+        where = self._domains.get(key)
+        if where is None:
+            c = self.config
+            where = resolve(mirror, ifindex, vid, c.fabric_kinds, self._fabric)
+            if len(self._domains) >= _DOMAIN_CACHE_MAX:
+                self._domains.clear()  # a host cycling through VLAN ids: start over
+            self._domains[key] = where
+        return where
+
+    def invalidate_domains(self) -> None:
+        """Forget cached domain resolutions. Not needed after changes made through
+        `Mirror.apply`/`Mirror.reset` (they bump `Mirror.generation`); for callers
+        that change what `resolve` depends on by other means."""
+        self._domains.clear()
+
     def _initial_state(self, mac: bytes, b: Binding) -> TargetState:
         n = self.mirror.neighbor(b.neighbor.index, b.address)
         if n is None or n.lladdr != mac or not b.live:
@@ -618,7 +664,7 @@ class Engine:
     def _send_probe(self, rnd: Round, t: Target, now: float) -> SendFrame:
         d = rnd.domain
         if isinstance(t.address, IPv4Address) and isinstance(t.source, IPv4Address):
-            frame = arp_request_frame(d.egress_mac, t.source, rnd.mac, t.address, vid=d.tag)
+            frame = self._arp_probe(d.egress_mac, t.source, rnd.mac, t.address, d.tag)
         elif isinstance(t.address, IPv6Address) and isinstance(t.source, IPv6Address):
             # Unicast to the VM's MAC, but addressed to its solicited-node
             # multicast address: Linux answers an NS sent to its unicast address
@@ -634,6 +680,35 @@ class Engine:
         self._schedule_retry(t, now)
         self.stats[f"probes.ipv{t.address.version}"] += 1
         return SendFrame(d.egress, frame, t.address.version, t.address, t.source, rnd.mac)
+
+    def _arp_probe(
+        self,
+        src_mac: bytes,
+        src_ip: IPv4Address,
+        dst_mac: bytes,
+        dst_ip: IPv4Address,
+        tag: int | None,
+    ) -> bytes:
+        """`arp_request_frame(src_mac, src_ip, dst_mac, dst_ip, vid=tag)`, byte for byte,
+        from a template per (egress, source, tag): only the VM's MAC (the Ethernet
+        destination and ar$tha) and the target address differ between probes."""
+        key = (src_mac, src_ip, tag)
+        tpl = self._arp_templates.get(key)
+        if tpl is None:
+            if len(dst_mac) != 6:
+                # Let the frame builder reject it with its own message.
+                return arp_request_frame(src_mac, src_ip, dst_mac, dst_ip, vid=tag)
+            # Built with zero MAC/IP placeholders, then cut around them: the layout
+            # is dst(6) | middle | tha(6) | tpa(4) | padding, ar$tha 18 octets into
+            # the ARP packet, which follows the Ethernet header (and tag).
+            ref = arp_request_frame(src_mac, src_ip, bytes(6), IPv4Address(0), vid=tag)
+            tha_at = (14 if tag is None else 18) + 18
+            tpl = (ref[6:tha_at], ref[tha_at + 10 :])
+            if len(self._arp_templates) >= _TEMPLATE_CACHE_MAX:
+                self._arp_templates.clear()
+            self._arp_templates[key] = tpl
+        middle, pad = tpl
+        return b"".join((dst_mac, middle, dst_mac, dst_ip.packed, pad))
 
     def _finish(
         self, key: tuple[bytes, tuple[int, int]], rnd: Round, now: float, log: bool = True

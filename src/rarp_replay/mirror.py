@@ -72,6 +72,10 @@ class Mirror:
         self._burials: deque[tuple[float, bytes, NeighKey]] = deque()
         self._uppers_cache: dict[int, tuple[int, ...]] | None = None
         self._networks_cache: dict[int, list[tuple[IPNetwork, Address]]] = {}
+        # Bumped by every link or address change (and by `reset`): what is derived
+        # from links and addresses alone (an L2 domain, `domain.resolve`) may be
+        # cached by a reader until this changes. Neighbor changes leave it alone.
+        self.generation = 0
 
     # -- feeding -------------------------------------------------------
 
@@ -88,6 +92,7 @@ class Mirror:
                 else:
                     self._neigh_del((rec.index, rec.address), now)
         elif isinstance(rec, Link):
+            self.generation += 1
             self._uppers_cache = None
             if event.change is Change.NEW:
                 self.links[rec.index] = rec
@@ -99,6 +104,7 @@ class Mirror:
                 for key in [k for k in self.neighbors if k[0] == rec.index]:
                     self._neigh_del(key, now)
         elif isinstance(rec, Address):
+            self.generation += 1
             self._networks_cache.pop(rec.index, None)
             per = self.addresses.setdefault(rec.index, {})
             if event.change is Change.NEW:
@@ -132,6 +138,7 @@ class Mirror:
         Bindings that vanished while notifications were lost become tombstones,
         exactly as if their deletion had been seen. Returns how many did.
         """
+        self.generation += 1
         self.links = {}
         self.addresses = {}
         self._uppers_cache = None
