@@ -26,6 +26,7 @@ import itertools
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from socket import inet_ntoa
 
 from .domain import DEFAULT_FABRIC_KINDS, Domain, GlobSet, Ignored, resolve, source_address
 from .errors import FrameError
@@ -360,36 +361,53 @@ class Engine:
         if old is not None:
             self._unwatch(old)
         rnd = Round(mac, where, now, trigger)
+        targets = rnd.targets
         actions: list[Action] = []
         skipped: list[str] = []
-        for b in _dedupe(bindings):
-            src = source_address(self.mirror, where, b.address)
+        shown: list[str] = []  # the log's "bindings": address(state)
+        probes = 0
+        still_open = False
+        relearn = self.config.relearn
+        for b in bindings if len(bindings) == 1 else _dedupe(bindings):
+            address = b.address
+            src = source_address(self.mirror, where, address)
             if src is None:
                 self.stats["skipped.no-source-address"] += 1
-                skipped.append(str(b.address))
+                skipped.append(str(address))
                 continue
-            t = Target(b.neighbor.index, b.address, src, self._initial_state(mac, b))
-            rnd.targets[b.address] = t
-            self._watch[(t.ifindex, t.address)] = key
-            if t.state is TargetState.PROBING and self.config.relearn:
-                actions.append(self._resolve(t))
-            actions.extend(self._probe(rnd, t, now))
+            state = self._initial_state(mac, b)
+            t = Target(b.neighbor.index, address, src, state)
+            targets[address] = t
+            self._watch[(t.ifindex, address)] = key
+            shown.append(f"{_ip_text(address)}({_STATE_TEXT[state]})")
+            if state is TargetState.PROBING:
+                still_open = True
+                if relearn:
+                    actions.append(self._resolve(t))
+            elif state is TargetState.REMOTE:
+                still_open = True
+            for a in self._probe(rnd, t, now):
+                probes += type(a) is SendFrame
+                actions.append(a)
         self._rounds[key] = rnd
         self._arm(key, rnd)
-        self.stats["rounds"] += 1
-        self.stats[f"rounds.{trigger}"] += 1
+        stats = self.stats
+        stats["rounds"] += 1
+        stats["rounds." + trigger] += 1
         fields = {
+            "mac": format_mac(mac),
+            "domain": where.name,
             "port": port,
             "trigger": trigger,
-            "bindings": [f"{t.address}({t.state.value})" for t in rnd.targets.values()],
-            "probes": sum(1 for a in actions if isinstance(a, SendFrame)),
+            "bindings": shown,
+            "probes": probes,
         }
         if moved_from:
             fields["moved_from"] = moved_from
         if skipped:
             fields["no_source_address"] = skipped
-        actions.append(self._log("announcement", "info", mac, where, **fields))
-        if not rnd.open:
+        actions.append(Log("announcement", "info", fields))
+        if not still_open:  # rnd.open: nothing probing or waiting for a remote entry
             self._finish(key, rnd, now)
         return actions
 
@@ -631,9 +649,13 @@ class Engine:
         self._domains.clear()
 
     def _initial_state(self, mac: bytes, b: Binding) -> TargetState:
-        n = self.mirror.neighbor(b.neighbor.index, b.address)
-        if n is None or n.lladdr != mac or not b.live:
+        if not b.live:
             return TargetState.PROBING  # deleted (remembered) binding: nothing in the way
+        # A live binding from Mirror.bindings is the mirror's current entry for its
+        # key (the MAC index and the table change together): no second lookup.
+        n = b.neighbor
+        if n.lladdr != mac:  # pragma: no cover - the index is by MAC
+            return TargetState.PROBING
         if n.ext_learned:
             return TargetState.REMOTE
         if n.state & (NUD_PERMANENT | NUD_NOARP):
@@ -773,6 +795,14 @@ class Engine:
     def _ifname(self, ifindex: int) -> str:
         link = self.mirror.links.get(ifindex)
         return link.name if link is not None else f"if{ifindex}"
+
+
+_STATE_TEXT = {s: s.value for s in TargetState}
+
+
+def _ip_text(address: IPAddress) -> str:
+    """str(address), in C for IPv4 (str() of an IPv4Address is Python code)."""
+    return inet_ntoa(address.packed) if type(address) is IPv4Address else str(address)
 
 
 def _dedupe(bindings: list[Binding]) -> list[Binding]:

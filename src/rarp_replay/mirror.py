@@ -226,12 +226,20 @@ class Mirror:
         """Every IP of `mac` on the given L3 interfaces: live entries first, then
         remembered ones that nothing newer has replaced (an IP now bound to a
         different MAC is that MAC's, not ours)."""
-        wanted = set(ifindexes)
+        # A domain's few L3 interfaces come as a tuple: membership in it is cheaper
+        # than building a set per call.
+        wanted = ifindexes if isinstance(ifindexes, tuple | set | frozenset) else set(ifindexes)
         out: list[Binding] = []
-        for key, n in self._by_mac.get(mac, {}).items():
-            if key[0] in wanted:
-                out.append(Binding(n, live=True))
-        for key, (n, t) in self._tombstones.get(mac, {}).items():
+        live = self._by_mac.get(mac)
+        if live is not None:
+            for key, n in live.items():
+                if key[0] in wanted:
+                    # Live bindings are the current entries: `neighbors[key] is n`.
+                    out.append(Binding(n, True))
+        graves = self._tombstones.get(mac)
+        if graves is None:
+            return out
+        for key, (n, t) in graves.items():
             if key[0] not in wanted or now - t > self.remember:
                 continue
             cur = self.neighbors.get(key)

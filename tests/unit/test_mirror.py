@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ipaddress import ip_address
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from topology import BR, MACVLAN, OTHER_MAC, PORT, VM_MAC, gone, links, local, new, remote, switch
 
 from rarp_replay.netlink.records import NUD_FAILED, NUD_INCOMPLETE, Neighbor
@@ -81,3 +83,40 @@ def test_uppers_and_primary_address() -> None:
     primary = m.primary_ipv4(BR)
     assert primary is not None and str(primary.address) == "192.0.2.252"
     assert m.primary_ipv4(PORT) is None
+
+
+_MACS = [VM_MAC, OTHER_MAC, bytes.fromhex("525400000003")]
+_IPS = ["192.0.2.10", "192.0.2.11", "2001:db8:100::10"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["new", "del", "incomplete", "failed", "redump"]),
+            st.sampled_from(_IPS),
+            st.sampled_from(_MACS),
+            st.sampled_from([BR, MACVLAN]),
+        ),
+        max_size=25,
+    )
+)
+def test_live_bindings_are_the_current_entries(ops: list[tuple[str, str, bytes, int]]) -> None:
+    """What Engine._initial_state relies on: a live binding is the table's entry for
+    its key, so the engine need not look it up again."""
+    m = switch()
+    for now, (op, ip, mac, index) in enumerate(ops):
+        if op == "new":
+            m.apply(new(remote(ip, mac=mac, index=index)), float(now))
+        elif op == "del":
+            m.apply(gone(remote(ip, mac=mac, index=index)), float(now))
+        elif op == "redump":
+            m.reset([new(x) for x in links()], [], [new(n) for n in m.neighbors.values()], now)
+        else:
+            state = NUD_INCOMPLETE if op == "incomplete" else NUD_FAILED
+            m.apply(new(local(ip, mac=mac, index=index, state=state)), float(now))
+        for mac_ in _MACS:
+            for b in m.bindings(mac_, (BR, MACVLAN), float(now)):
+                if b.live:
+                    assert b.neighbor.lladdr == mac_
+                    assert m.neighbor(b.neighbor.index, b.address) is b.neighbor
