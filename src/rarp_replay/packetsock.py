@@ -216,6 +216,9 @@ _libc.recvmmsg.argtypes = [
 ]
 
 
+_sendto = _libc.sendto
+
+
 def _bind_ll(sock: socket.socket, ifindex: int, protocol: int) -> None:
     # socket.bind() would want an interface name and cannot express "every interface".
     addr = _sockaddr_ll(ifindex, protocol)
@@ -340,6 +343,7 @@ class PacketSender(OwnedSocket):
     def __init__(self, ifname: str | None = None) -> None:
         self.ifname = ifname
         self.ifindex: int | None = None
+        self._addrs: dict[int, bytes] = {}  # ifindex -> sockaddr_ll, built once
         if ifname is not None:
             self.ifindex = interface_index(ifname)
         self._sock = _open_packet_socket()
@@ -372,15 +376,16 @@ class PacketSender(OwnedSocket):
 
     def send_on(self, interface: int | str, frame: bytes) -> None:
         """Send `frame` out of `interface` (ifindex, or name resolved now)."""
-        if isinstance(interface, str):
-            name, ifindex = interface, interface_index(interface)
-        else:
-            name, ifindex = f"#{interface}", interface
-        addr = _sockaddr_ll(ifindex, 0)
-        while _libc.sendto(self._sock.fileno(), frame, len(frame), 0, addr, len(addr)) < 0:
+        ifindex = interface_index(interface) if isinstance(interface, str) else interface
+        addr = self._addrs.get(ifindex)
+        if addr is None:
+            if len(self._addrs) >= 1024:
+                self._addrs.clear()
+            addr = self._addrs[ifindex] = _sockaddr_ll(ifindex, 0)
+        while _sendto(self._sock.fileno(), frame, len(frame), 0, addr, _SOCKADDR_LL_SIZE) < 0:
             exc = _errno_error()
             if exc.errno != errno.EINTR:  # a signal while waiting for send buffer: retry (PEP 475)
-                raise self._map(exc, name)
+                raise self._map(exc, interface if isinstance(interface, str) else f"#{interface}")
 
 
 # --- capture ---
