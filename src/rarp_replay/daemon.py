@@ -36,7 +36,7 @@ from .engine import (
     Takeover,
 )
 from .errors import CapabilityError, InterfaceError, NetlinkError, NetlinkOverrunError
-from .logs import emit
+from .logs import emit, emit_fields
 from .macaddr import format_mac
 from .mirror import Mirror
 from .netlink.codec import (
@@ -417,7 +417,7 @@ class Daemon:
     def _do(self, actions: list[Action]) -> None:
         for a in actions:
             if isinstance(a, Log):
-                emit(self.log, a.event, a.level, **a.fields)
+                emit_fields(self.log, a.event, a.level, a.fields)
             elif isinstance(a, SendFrame):
                 self._send(a)
             elif isinstance(a, Resolve | Takeover):

@@ -58,9 +58,19 @@ class _Formatter(logging.Formatter):
     def line(self, created: float, level: str, event: str, fields: dict[str, object]) -> str:
         """One formatted line (without the newline)."""
         if self.json:
-            obj: dict[str, object] = {"ts": _timestamp(created), "level": level, "event": event}
-            obj.update(fields)
-            return _json_encode(obj)
+            if not fields or "ts" in fields or "level" in fields or "event" in fields:
+                obj: dict[str, object] = {"ts": _timestamp(created), "level": level}
+                obj["event"] = event
+                obj.update(fields)
+                return _json_encode(obj)
+            # The same text without copying the fields into a new dict: the fixed
+            # keys first (their JSON made once per level and event), then the fields.
+            head = _json_heads.get((level, event))
+            if head is None:
+                head = _json_heads[(level, event)] = (
+                    f", {_json_encode({'level': level, 'event': event})[1:-1]}, "
+                )
+            return '{"ts": "' + _timestamp(created) + '"' + head + _json_encode(fields)[1:]
         parts = [_timestamp(created), f"level={level}", f"event={event}"]
         parts += [f"{k}={_logfmt_value(v)}" for k, v in fields.items()]
         return " ".join(parts)
@@ -83,6 +93,7 @@ def _make_json_encode() -> Callable[[dict[str, object]], str]:
 
 
 _json_encode = _make_json_encode()
+_json_heads: dict[tuple[str, str], str] = {}
 
 
 class _BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -121,6 +132,11 @@ _NAMES = {v: k for k, v in LEVELS.items()}
 
 
 def emit(logger: logging.Logger, event: str, level: str = "info", **fields: object) -> None:
+    emit_fields(logger, event, level, fields)
+
+
+def emit_fields(logger: logging.Logger, event: str, level: str, fields: dict[str, object]) -> None:
+    """`emit` with the fields as a dict (not copied: the caller must not change it)."""
     lvl = LEVELS.get(level, logging.INFO)
     if not logger.isEnabledFor(lvl):
         return
