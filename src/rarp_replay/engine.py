@@ -391,9 +391,8 @@ class Engine:
                 actions.append(a)
         self._rounds[key] = rnd
         self._arm(key, rnd)
-        stats = self.stats
-        stats["rounds"] += 1
-        stats["rounds." + trigger] += 1
+        self.stats["rounds"] += 1
+        self.stats[f"rounds.{trigger}"] += 1
         fields = {
             "mac": format_mac(mac),
             "domain": where.name,
