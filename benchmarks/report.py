@@ -142,16 +142,19 @@ def render(res: dict[str, Any], plot_name: str | None = PLOT_NAME) -> str:
         add("")
         add(
             "| N | RARPs | sent in | probed | first RARP -> last probe | per-MAC p50 | "
-            "per-MAC p99 | daemon CPU | tap drops |"
+            "per-MAC p99 | daemon CPU (user + system) | CPU per RARP | tap drops |"
         )
-        add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for b in res["bursts"]:
             pm = b["per_mac_ms"]
+            cpu = f"{_f(b['daemon_cpu_s'], 2)} s"
+            if "daemon_cpu_user_s" in b:  # result files from before the split have the sum
+                cpu += f" ({_f(b['daemon_cpu_user_s'], 2)} + {_f(b['daemon_cpu_sys_s'], 2)})"
             add(
                 f"| {b['n']:,} | {b['r']:,} | {_f(b['send_ms'], 1)} ms | "
                 f"{b['probed']:,} | {_f(b['first_rarp_to_last_probe_ms'])} ms | "
-                f"{_f(pm['p50'])} ms | {_f(pm['p99'])} ms | {_f(b['daemon_cpu_s'], 2)} s | "
-                f"{b['tap_drops']} |"
+                f"{_f(pm['p50'])} ms | {_f(pm['p99'])} ms | {cpu} | "
+                f"{_f(b['daemon_cpu_s'] / b['r'] * 1e6)} µs | {b['tap_drops']} |"
             )
         add("")
 
