@@ -579,7 +579,14 @@ class Engine:
             if expired:
                 t.state = TargetState.GAVE_UP
                 continue
-            if t.state is TargetState.PROBING and t.next_probe is not None and now >= t.next_probe:
+            due = t.next_probe
+            if _refused_remote(t) and due is not None and now >= due:
+                # Its first probe was held back by the probe rate limit: without
+                # one, the VM cannot answer and make-before-break cannot happen.
+                actions.extend(self._probe(rnd, t, now))
+            elif (
+                t.state is TargetState.PROBING and t.next_probe is not None and now >= t.next_probe
+            ):
                 n = self.mirror.neighbor(t.ifindex, t.address)
                 # The kernel's own resolution failed or never started: again.
                 unresolved = n is None or not n.state & NUD_INCOMPLETE
@@ -596,7 +603,11 @@ class Engine:
         """When this round next needs `tick`: a retry, or giving up."""
         due = rnd.started + self.config.give_up
         for t in rnd.targets.values():
-            if t.state is TargetState.PROBING and t.next_probe is not None and t.next_probe < due:
+            if (
+                (t.state is TargetState.PROBING or _refused_remote(t))
+                and t.next_probe is not None
+                and t.next_probe < due
+            ):
                 due = t.next_probe
         return due
 
@@ -802,6 +813,14 @@ _STATE_TEXT = {s: s.value for s in TargetState}
 def _ip_text(address: IPAddress) -> str:
     """str(address), in C for IPv4 (str() of an IPv4Address is Python code)."""
     return inet_ntoa(address.packed) if type(address) is IPv4Address else str(address)
+
+
+def _refused_remote(t: Target) -> bool:
+    """A target behind EVPN's remote entry that was never probed (rate limit).
+
+    Other REMOTE targets are not re-probed: they wait for the entry's deletion
+    (or the VM's answer to the probe they had)."""
+    return t.state is TargetState.REMOTE and t.probes == 0 and t.next_probe is not None
 
 
 def _dedupe(bindings: list[Binding]) -> list[Binding]:

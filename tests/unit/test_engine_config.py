@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from topology import PORT, PORT2, TRUNK_V10, VM_MAC, VX, remote, switch
+from topology import OTHER_MAC, PORT, PORT2, TRUNK_V10, VM_MAC, VX, remote, switch
 
 from rarp_replay.engine import Config, Engine, Log, SendFrame
 from rarp_replay.frames.arp import rarp_request_frame
@@ -85,3 +85,23 @@ def test_reconfigure_rate_limits() -> None:
     eng.reconfigure(replace(eng.config, port_rate=1.0, port_burst=5.0))
     got = [probes(eng.on_frame(RARP, PORT, None, now=0.0)) for _ in range(6)]
     assert got == [1, 1, 1, 1, 1, 0]
+
+
+def test_remote_target_refused_by_probe_limit_is_probed_later() -> None:
+    # Two VMs behind EVPN remote entries, a probe bucket of one: the second
+    # VM's probe is refused. It must still be probed once the bucket refills,
+    # or its answer (and make-before-break) never comes.
+    eng = Engine(
+        switch(remote("192.0.2.10"), remote("192.0.2.11", mac=OTHER_MAC)),
+        Config(probe_rate=1.0, probe_burst=1.0),
+    )
+    assert probes(eng.on_frame(RARP, PORT, None, now=0.0)) == 1
+    other = eng.on_frame(rarp_request_frame(OTHER_MAC), PORT, None, now=0.0)
+    assert probes(other) == 0 and reasons(other) == ["rate-limit-probe"]
+    deadline = eng.next_deadline()
+    assert deadline is not None and deadline < 1.0  # the retry, not the 30 s give-up
+    later = eng.tick(1.5)
+    sent = [a for a in later if isinstance(a, SendFrame)]
+    assert [str(a.target) for a in sent] == ["192.0.2.11"]
+    # Probed once: it then waits for the VM's answer or EVPN's withdrawal, no more.
+    assert [a for a in eng.tick(20.0) if isinstance(a, SendFrame)] == []
