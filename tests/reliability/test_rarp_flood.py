@@ -125,6 +125,9 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
         f"({len(heard_in_flood)} of them heard by the daemon)"
     )
     assert probed_at < flood_ended  # served while the flood was still on
+    # Fairness in the kernel: swp2's socket queue is not the one the flood fills, so not
+    # one frame of the burst is lost (one shared socket let ~2 in 5 through here).
+    assert len(heard_in_flood) == legit_frames, (len(heard_in_flood), legit_frames)
 
     # Right after the flood, one RARP is enough again.
     at_vm.frames.clear()
@@ -163,7 +166,8 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
         f"{flood_ended - flood_started:.1f} s); daemon read {stopped['frames']:,} frames; "
         f"probes on the wire {len(probes)} (cap {cap:.0f}); legit VM: one burst of "
         f"{legit_frames} RARPs, {len(heard_in_flood)}/{legit_frames} reached the daemon, "
-        f"probed {probed_at - burst_at:.2f} s after it began; RSS {rss_ready} -> "
+        f"probe seen {probed_at - burst_at:.2f} s after it began (looked for once the burst "
+        f"was sent); RSS {rss_ready} -> "
         f"max {max(rss)} KiB; stopped: {counters}"
     )
     wire.close()
