@@ -384,8 +384,10 @@ class Daemon:
         self.engine.stats["reloads"] += 1
         emit(self.log, "reloaded", "info", changed=changed)
 
-    def _on_capture(self, member: RarpCapture) -> None:
-        for s in member.recv_batch(_CAPTURE_BATCH):
+    def _on_capture(self, member: RarpCapture | None = None) -> None:
+        """Serve one ready member of the capture group (None: a batch from every member)."""
+        source = self.capture if member is None else member
+        for s in source.recv_batch(_CAPTURE_BATCH):
             self._do(self.engine.on_frame(s.data, s.ifindex, s.vid, time.monotonic()))
 
     def _on_netlink(self) -> None:
