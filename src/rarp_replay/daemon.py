@@ -50,7 +50,7 @@ from .netlink.codec import (
 )
 from .netlink.records import AF_BRIDGE, NUD_REACHABLE, NUD_VALID, Neighbor
 from .netlink.socket import RtnlSocket
-from .packetsock import PacketSender, RarpCapture, rarp_filter
+from .packetsock import CaptureGroup, PacketSender, RarpCapture, rarp_filter
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
@@ -58,6 +58,10 @@ if TYPE_CHECKING:
 _GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 # Housekeeping (tombstone expiry, hold-down table) at least this often.
 _TICK = 1.0
+# Frames read from one ready capture socket per pass of the loop: each member of the
+# fanout group gets its turn, so a flooded member cannot keep the others' frames (or
+# netlink, or timers) waiting for more than one batch.
+_CAPTURE_BATCH = 256
 
 
 @dataclass
@@ -152,7 +156,9 @@ class Daemon:
         self.requests = RtnlSocket()
         self._load()
         self._remove_leftovers()
-        self.capture = RarpCapture(
+        # N sockets in one fanout group, fed by ingress ifindex: a flooding port fills
+        # only its own socket's queue (see CaptureGroup).
+        self.capture = CaptureGroup(
             rcvbuf=self.config.capture_rcvbuf, replies=self.config.engine.takeover
         )
         self.sender = PacketSender()
@@ -281,9 +287,10 @@ class Daemon:
         )
         _sd_notify(b"READY=1")
         poller = select.poll()
-        for fd in (self.capture.fileno(), self.events.fileno(), self._wake_r):
+        captures = {m.fileno(): m for m in self.capture.members}
+        for fd in (*captures, self.events.fileno(), self._wake_r):
             poller.register(fd, select.POLLIN)
-        cap_fd, ev_fd = self.capture.fileno(), self.events.fileno()
+        ev_fd = self.events.fileno()
         logs.batch(True)
         try:
             while self._stop_signal is None:
@@ -294,8 +301,9 @@ class Daemon:
                 # Frames first: when a RARP and the FDB notification it caused
                 # arrive together, the round is the RARP's (the earlier, more
                 # specific signal); the FDB move then finds it in hold-down.
-                if cap_fd in ready:
-                    self._on_capture()
+                for fd, member in captures.items():
+                    if fd in ready:
+                        self._on_capture(member)
                 if ev_fd in ready:
                     self._on_netlink()
                 if self._wake_r in ready:
@@ -367,6 +375,7 @@ class Daemon:
         self.mirror.remember = cfg.remember
         if new.takeover != old.takeover and hasattr(self, "capture"):
             # Answers (ARP replies, NAs) are only captured while takeover is on.
+            # Every member of the fanout group gets the new filter.
             self.capture.set_filter(rarp_filter(replies=new.takeover))
         self.config = cfg
         if new.fdb_trigger and not old.fdb_trigger:
@@ -375,8 +384,10 @@ class Daemon:
         self.engine.stats["reloads"] += 1
         emit(self.log, "reloaded", "info", changed=changed)
 
-    def _on_capture(self) -> None:
-        for s in self.capture.recv_batch():
+    def _on_capture(self, member: RarpCapture | None = None) -> None:
+        """Serve one ready member of the capture group (None: a batch from every member)."""
+        source = self.capture if member is None else member
+        for s in source.recv_batch(_CAPTURE_BATCH):
             self._do(self.engine.on_frame(s.data, s.ifindex, s.vid, time.monotonic()))
 
     def _on_netlink(self) -> None:

@@ -1,13 +1,16 @@
 """AF_PACKET sockets: thin I/O for sending frames and capturing RARP. No protocol decisions.
 
-Two classes:
+Three classes:
 
 * `PacketSender` sends complete Ethernet frames, either on the one interface it
   is bound to (`send`) or, unbound, on any interface by index (`send_on`).
-* `RarpCapture` is the daemon's single capture socket: unbound (serves every
-  interface, including ones created later), kernel-filtered to RARP, never
-  sees outgoing copies, and reads frames in batches with their ifindex, VLAN
-  tag (from PACKET_AUXDATA) and kernel receive timestamp.
+* `RarpCapture` is one capture socket: unbound (serves every interface,
+  including ones created later), kernel-filtered to RARP, never sees outgoing
+  copies, and reads frames in batches with their ifindex, VLAN tag (from
+  PACKET_AUXDATA) and kernel receive timestamp.
+* `CaptureGroup` is the daemon's capture: `CAPTURE_SOCKETS` RarpCaptures in one
+  PACKET_FANOUT group that the kernel feeds by ingress ifindex, so a port that
+  floods fills only its own socket's queue and not the other ports'.
 
 Addresses go through `struct sockaddr_ll` built here and passed to libc
 directly, because Python's AF_PACKET address tuples name the interface rather
@@ -31,6 +34,7 @@ from .errors import CapabilityError, InterfaceError
 from .sockbase import OwnedSocket
 
 __all__ = [
+    "CAPTURE_SOCKETS",
     "DEFAULT_RCVBUF",
     "ETH_P_ALL",
     "PACKET_BROADCAST",
@@ -38,10 +42,12 @@ __all__ = [
     "PACKET_MULTICAST",
     "PACKET_OTHERHOST",
     "PACKET_OUTGOING",
+    "CaptureGroup",
     "PacketSender",
     "RarpCapture",
     "Sighting",
     "attach_filter",
+    "fanout_program",
     "interface_index",
     "interface_is_up",
     "interface_mac",
@@ -58,6 +64,14 @@ _ETH_P_8021AD = 0x88A8
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_AUXDATA = 8
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+# Fanout modes and flags (include/uapi/linux/if_packet.h). CBPF: a classic BPF
+# program picks the member socket (Linux 4.2). UNIQUEID (Linux 4.11; a flag in
+# the upper byte of the type): the kernel allocates a group id unused in this
+# namespace, so two daemons in one namespace never join each other's group.
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
 
 # sockaddr_ll.sll_pkttype values (include/uapi/linux/if_packet.h).
 PACKET_HOST = 0
@@ -88,6 +102,7 @@ _MSG_TRUNC = 0x20
 
 # Classic BPF opcodes (include/uapi/linux/bpf_common.h).
 BPF_LD = 0x00
+BPF_ALU = 0x04
 BPF_JMP = 0x05
 BPF_RET = 0x06
 BPF_W = 0x00
@@ -95,13 +110,23 @@ BPF_H = 0x08
 BPF_B = 0x10
 BPF_ABS = 0x20
 BPF_JEQ = 0x10
+BPF_MOD = 0x90
 BPF_K = 0x00
+BPF_A = 0x10
 SKF_AD_OFF = -0x1000
 SKF_AD_PKTTYPE = 4
+SKF_AD_IFINDEX = 8
 BPF_MAXINSNS = 4096
 
 DEFAULT_RCVBUF = 8 * 1024 * 1024
 DEFAULT_SNAPLEN = 2048
+# Capture sockets in the daemon's fanout group: frames of ingress ifindex i go to
+# socket i % CAPTURE_SOCKETS. A port that floods fills only its own socket's queue;
+# the ports that share that socket with it (1 in 8 of them, the bridge device's
+# copies included when their ifindex falls there) are hit, the other 7 in 8 are
+# not. More sockets isolate more ports but cost a descriptor, a preallocated batch
+# buffer (~0.6 MiB at 256 frames) and a poll slot each; 8 keeps that small.
+CAPTURE_SOCKETS = 8
 
 # sockaddr_ll: u16 family, be16 protocol, int ifindex, u16 hatype, u8 pkttype, u8 halen, u8 addr[8]
 _SOCKADDR_LL_SIZE = 20
@@ -228,6 +253,15 @@ def _bind_ll(sock: socket.socket, ifindex: int, protocol: int) -> None:
 
 def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
     """Attach a classic BPF program (SO_ATTACH_FILTER); the kernel validates and copies it."""
+    fprog, buf = _sock_fprog(program)
+    sock.setsockopt(_SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    del buf  # only needed until setsockopt returned: sk_attach_filter() copied it
+
+
+def _sock_fprog(
+    program: list[tuple[int, int, int, int]],
+) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
+    """struct sock_fprog for `program`, and the buffer it points to (keep it alive)."""
     if not 0 < len(program) <= BPF_MAXINSNS:
         raise ValueError(f"a BPF program has 1..{BPF_MAXINSNS} instructions, got {len(program)}")
     # struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }
@@ -236,9 +270,24 @@ def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]])
     )
     buf = ctypes.create_string_buffer(insns, len(insns))
     # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
-    fprog = struct.pack("@HP", len(program), ctypes.addressof(buf))
-    sock.setsockopt(_SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
-    del buf  # only needed until setsockopt returned: sk_attach_filter() copied it
+    return struct.pack("@HP", len(program), ctypes.addressof(buf)), buf
+
+
+def fanout_program(members: int) -> list[tuple[int, int, int, int]]:
+    """The classic BPF program of `CaptureGroup`'s fanout: member = ingress ifindex % members.
+
+    `ld #ifidx` reads skb->dev->ifindex (the device the frame is seen on: the
+    port, or the bridge for its local copy). fanout_demux_bpf() reduces the
+    result modulo the group size itself; the `mod` keeps the program right on
+    its own.
+    """
+    if members < 1:
+        raise ValueError("a fanout group has at least one member")
+    return [
+        _stmt(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_IFINDEX),  # ld #ifidx
+        _stmt(BPF_ALU | BPF_MOD | BPF_K, members),  # mod #members
+        _stmt(BPF_RET | BPF_A, 0),  # ret a
+    ]
 
 
 def _stmt(code: int, k: int) -> tuple[int, int, int, int]:
@@ -481,6 +530,7 @@ class RarpCapture(OwnedSocket):
     ) -> None:
         self._snaplen = snaplen
         self._drops = 0
+        self._packets = 0
         self._slots = 0
         self._dirty = 0
         self._sock = _open_packet_socket()
@@ -499,6 +549,23 @@ class RarpCapture(OwnedSocket):
     def set_filter(self, program: list[tuple[int, int, int, int]]) -> None:
         """Replace the socket filter (SO_ATTACH_FILTER swaps it atomically)."""
         attach_filter(self._sock, program)
+
+    def join_fanout(self, group: int, mode: int) -> int:
+        """Join (or create) fanout group `group` with `mode` (type | flags << 8); its id.
+
+        fanout_add() (net/packet/af_packet.c) wants a bound socket: the group
+        takes over the socket's protocol hook (ETH_P_ALL, every device), and the
+        socket's own filter still runs on each frame the group hands it.
+        """
+        self._sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (mode << 16) | group)
+        # packet_getsockopt(): id | type << 16 | flags << 24
+        return int(self._sock.getsockopt(SOL_PACKET, PACKET_FANOUT)) & 0xFFFF
+
+    def set_fanout_program(self, program: list[tuple[int, int, int, int]]) -> None:
+        """The group's PACKET_FANOUT_CBPF program (PACKET_FANOUT_DATA; one for the group)."""
+        fprog, buf = _sock_fprog(program)
+        self._sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, fprog)
+        del buf  # fanout_set_data_cbpf() copied it
 
     def _set_rcvbuf(self, size: int) -> None:
         # SO_RCVBUFFORCE (CAP_NET_ADMIN) may exceed net.core.rmem_max; SO_RCVBUF is clamped to it.
@@ -590,10 +657,112 @@ class RarpCapture(OwnedSocket):
         PACKET_STATISTICS resets the kernel's counters on every read
         (packet_getsockopt() zeroes po->stats), so the total is accumulated here.
         """
+        return self.statistics()[1]
+
+    def statistics(self) -> tuple[int, int]:
+        """(frames that passed the filter, of which dropped) since this socket was opened.
+
+        The kernel's tp_packets counts the dropped frames too (packet_getsockopt()
+        adds tp_drops to it). Both reset on every read: accumulated here.
+        """
         raw = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
-        _packets, dropped = struct.unpack("@II", raw)
+        packets, dropped = struct.unpack("@II", raw)
+        self._packets += packets
         self._drops += dropped
-        return self._drops
+        return self._packets, self._drops
+
+
+class CaptureGroup:
+    """The daemon's capture: `members` RarpCaptures in one PACKET_FANOUT_CBPF group.
+
+    Why: one socket has one receive queue. A port flooding RARPs at wire rate
+    fills it, and the kernel then drops every port's frames alike
+    (packet_rcv(): sk_rmem_alloc >= sk_rcvbuf), before any per-port limit in
+    user space can act; a VM's 5-frame announcement from another port could be
+    lost whole. The fanout program sends ingress ifindex i to member
+    i % members (`fanout_program`), so a flood fills its own member's queue
+    only, and the daemon reads each ready member in a bounded batch, so the
+    flooded member cannot starve the others in user space either.
+
+    Each member keeps the full configured receive buffer (not a share of it):
+    what one member must absorb is a burst from its own ports (a mass
+    migration onto one hypervisor port), as large as the single socket had to;
+    rcvbuf is a cap on queued memory, not an allocation, and the N-fold worst
+    case needs floods in every member's ports at once.
+
+    The group id is allocated by the kernel (PACKET_FANOUT_FLAG_UNIQUEID),
+    unique in the network namespace; a kernel without that flag (< 4.11)
+    gets one derived from the pid. Requires PACKET_FANOUT_CBPF (Linux 4.2).
+    """
+
+    def __init__(
+        self,
+        members: int = CAPTURE_SOCKETS,
+        rcvbuf: int = DEFAULT_RCVBUF,
+        snaplen: int = DEFAULT_SNAPLEN,
+        program: list[tuple[int, int, int, int]] | None = None,
+        replies: bool = False,
+    ) -> None:
+        if members < 1:
+            raise ValueError("a capture group has at least one member")
+        self.members: list[RarpCapture] = []
+        try:
+            for _ in range(members):
+                self.members.append(RarpCapture(rcvbuf, snaplen, program, replies))
+            first, *rest = self.members
+            try:
+                self.group = first.join_fanout(0, PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # No UNIQUEID (Linux < 4.11): an id of our own; the pid keeps two
+                # daemons in one namespace apart (pids are unique system-wide).
+                self.group = first.join_fanout(os.getpid() & 0xFFFF, PACKET_FANOUT_CBPF)
+            for member in rest:
+                member.join_fanout(self.group, PACKET_FANOUT_CBPF)
+            first.set_fanout_program(fanout_program(members))
+        except BaseException:
+            self.close()
+            raise
+
+    def filenos(self) -> list[int]:
+        return [m.fileno() for m in self.members]
+
+    def set_filter(self, program: list[tuple[int, int, int, int]]) -> None:
+        """Replace every member's socket filter (each swap is atomic on its own)."""
+        for m in self.members:
+            m.set_filter(program)
+
+    @property
+    def receive_buffer(self) -> int:
+        """One member's receive buffer (each has the same)."""
+        return self.members[0].receive_buffer
+
+    def recv_batch(self, max_frames: int = 256) -> list[Sighting]:
+        """Up to `max_frames` queued frames from each member, in member order."""
+        out: list[Sighting] = []
+        for m in self.members:
+            out += m.recv_batch(max_frames)
+        return out
+
+    def drops(self) -> int:
+        """Frames the kernel dropped for lack of buffer space, summed over the members."""
+        return sum(m.drops() for m in self.members)
+
+    def statistics(self) -> tuple[int, int]:
+        """(frames that passed the filter, of which dropped), summed over the members."""
+        stats = [m.statistics() for m in self.members]
+        return sum(p for p, _ in stats), sum(d for _, d in stats)
+
+    def close(self) -> None:
+        for m in self.members:
+            m.close()
+
+    def __enter__(self) -> CaptureGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _unpack_ll(names: ctypes.Array[ctypes.c_char], offset: int) -> tuple[int, int]:

@@ -4,7 +4,14 @@ The flooding host h1 (on swp1) sends RARP requests as fast as the kernel takes t
 (flood_sender.py, sendmmsg), with random MACs. For the first half, every tenth frame is
 one of 256 MACs the switch holds bindings for (EVPN remote entries), so that probes are
 possible at all and the probe limit is the one that binds; the second half is random MACs
-only, and a legitimate VM announces itself from h2 (on swp2) meanwhile.
+only, and a legitimate VM on h2 (on swp2) announces itself meanwhile ONCE, the way QEMU
+does (5 RARPs over 800 ms), and must be probed while the flood is still on.
+
+Why that can work at flood rate: the daemon captures with a fanout group of
+CAPTURE_SOCKETS sockets fed by ingress ifindex (packetsock.CaptureGroup), so the flood fills
+the queue of swp1's socket (and the bridge device's, with the bridge's local copies), not
+swp2's. With one capture socket the kernel dropped 73-87% of every port's frames at its
+queue, and a single 5-frame burst from swp2 could be lost whole.
 
 Limits: --port-rate 2000/2000 (the flooding port can use at most that),
 --global-rate 5000/5000 (so one port can never drain the global budget),
@@ -13,6 +20,7 @@ Limits: --port-rate 2000/2000 (the flooding port can use at most that),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -26,6 +34,7 @@ import relab
 import netlab
 from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.packetsock import CAPTURE_SOCKETS
 
 pytestmark = [pytest.mark.netns, pytest.mark.reliability]
 
@@ -50,6 +59,10 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     lab: netlab.Lab, figures: Callable[[str], None]
 ) -> None:
     s = relab.Switch.build(lab)
+    member = {n: s.sw.ifindex(n) % CAPTURE_SOCKETS for n in ("swp1", "swp2", relab.SVI)}
+    # The premise of the test: swp2's frames land in a socket of their own, which neither
+    # the flooding port nor the bridge device's copies of its flood share.
+    assert member["swp2"] not in (member["swp1"], member[relab.SVI]), member
     known = [relab.mac_of(0x4B, i) for i in range(KNOWN)]
     legit = relab.mac_of(0x1E, 1)
     s.batch(
@@ -90,26 +103,31 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     flood_started = time.monotonic()
     phase_a = json.loads(sender.stdout.readline())
 
-    # Second half: random MACs only. The VM on swp2 announces the way QEMU does, again
-    # and again (as OpenStack's workaround repeats it) until a probe reaches it: the
-    # single capture socket the kernel fills at flood rate loses most frames of every
-    # port alike (see the report line), so one burst may be lost whole.
+    # Second half: random MACs only. The VM on swp2 announces itself once, as QEMU does
+    # after a migration (nobody repeats it), and a probe must reach it during the flood.
     tx = relab.rarp_sender(s.hosts["h2"])
-    legit_frames = 0
+    time.sleep(1.0)  # well inside the random-only half
+    burst_at = time.monotonic()
+    for gap in QEMU_GAPS:
+        tx.send(rarp_request_frame(legit))
+        time.sleep(gap)
+    legit_frames = len(QEMU_GAPS)
     probed_at: float | None = None
-    deadline = time.monotonic() + PHASE_S - 2.0
-    while probed_at is None and time.monotonic() < deadline:
-        for gap in QEMU_GAPS:
-            tx.send(rarp_request_frame(legit))
-            legit_frames += 1
-            time.sleep(gap)
-        if at_vm.matching(lambda f: f[0:6] == legit):
-            probed_at = time.monotonic()
+    with contextlib.suppress(AssertionError):
+        at_vm.wait_for(lambda f: f[0:6] == legit, timeout=PHASE_S - 3.0)
+        probed_at = time.monotonic()
     phase_b = json.loads(sender.stdout.readline())
     assert sender.wait(timeout=10) == 0
     flood_ended = time.monotonic()
-    assert probed_at is not None, f"no probe reached the VM on swp2 in {legit_frames} RARPs"
+    heard_in_flood = [e for e in d.of("announcement") if e["mac"] == relab.fmt_mac(legit)]
+    assert probed_at is not None, (
+        f"no probe reached the VM on swp2 after its one burst of {legit_frames} RARPs "
+        f"({len(heard_in_flood)} of them heard by the daemon)"
+    )
     assert probed_at < flood_ended  # served while the flood was still on
+    # Fairness in the kernel: swp2's socket queue is not the one the flood fills, so not
+    # one frame of the burst is lost (one shared socket let ~2 in 5 through here).
+    assert len(heard_in_flood) == legit_frames, (len(heard_in_flood), legit_frames)
 
     # Right after the flood, one RARP is enough again.
     at_vm.frames.clear()
@@ -146,8 +164,10 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
         f"flood: {phase_a['rate']:,} RARP/s with known MACs, {phase_b['rate']:,} RARP/s "
         f"random only ({phase_a['sent'] + phase_b['sent']:,} frames in "
         f"{flood_ended - flood_started:.1f} s); daemon read {stopped['frames']:,} frames; "
-        f"probes on the wire {len(probes)} (cap {cap:.0f}); legit VM probed after "
-        f"{legit_frames} RARPs ({len(heard) - 1} heard during the flood); RSS {rss_ready} -> "
+        f"probes on the wire {len(probes)} (cap {cap:.0f}); legit VM: one burst of "
+        f"{legit_frames} RARPs, {len(heard_in_flood)}/{legit_frames} reached the daemon, "
+        f"probe seen {probed_at - burst_at:.2f} s after it began (looked for once the burst "
+        f"was sent); RSS {rss_ready} -> "
         f"max {max(rss)} KiB; stopped: {counters}"
     )
     wire.close()

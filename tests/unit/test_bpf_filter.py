@@ -1,8 +1,9 @@
-"""The RARP capture filter, run by a tiny classic-BPF interpreter over hand-built frames.
+"""The RARP capture filter and the capture group's fanout program, run by a tiny
+classic-BPF interpreter over hand-built frames.
 
-The interpreter implements only what `rarp_filter()` uses and fails loudly on
-anything else, following the kernel's semantics (net/core/filter.c): an
-absolute load past the end of the packet ends the program with return 0, and
+The interpreter implements only what `rarp_filter()` and `fanout_program()` use and
+fails loudly on anything else, following the kernel's semantics (net/core/filter.c):
+an absolute load past the end of the packet ends the program with return 0, and
 ancillary loads at SKF_AD_OFF + n read skb metadata instead of packet bytes.
 """
 
@@ -16,7 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rarp_replay.packetsock import (
+    BPF_A,
     BPF_ABS,
+    BPF_ALU,
     BPF_B,
     BPF_H,
     BPF_JEQ,
@@ -24,6 +27,7 @@ from rarp_replay.packetsock import (
     BPF_K,
     BPF_LD,
     BPF_MAXINSNS,
+    BPF_MOD,
     BPF_RET,
     BPF_W,
     PACKET_BROADCAST,
@@ -31,8 +35,10 @@ from rarp_replay.packetsock import (
     PACKET_MULTICAST,
     PACKET_OTHERHOST,
     PACKET_OUTGOING,
+    SKF_AD_IFINDEX,
     SKF_AD_OFF,
     SKF_AD_PKTTYPE,
+    fanout_program,
     rarp_filter,
 )
 
@@ -47,7 +53,9 @@ class UnsupportedInstructionError(Exception):
     pass
 
 
-def run_bpf(program: Program, packet: bytes, pkt_type: int = PACKET_BROADCAST) -> int:
+def run_bpf(
+    program: Program, packet: bytes, pkt_type: int = PACKET_BROADCAST, ifindex: int = 2
+) -> int:
     """Return the program's verdict (bytes to accept; 0 drops)."""
     assert 0 < len(program) <= BPF_MAXINSNS
     acc = 0
@@ -63,17 +71,25 @@ def run_bpf(program: Program, packet: bytes, pkt_type: int = PACKET_BROADCAST) -
             size = {BPF_W: 4, BPF_H: 2, BPF_B: 1}[code & 0x18]
             offset = k - (1 << 32) if k & 0x80000000 else k  # k is a signed offset
             if offset >= SKF_AD_OFF and offset < 0:
-                if offset - SKF_AD_OFF != SKF_AD_PKTTYPE:
+                if offset - SKF_AD_OFF == SKF_AD_PKTTYPE:
+                    acc = pkt_type
+                elif offset - SKF_AD_OFF == SKF_AD_IFINDEX:
+                    acc = ifindex  # skb->dev->ifindex
+                else:
                     raise UnsupportedInstructionError(f"ancillary load {offset - SKF_AD_OFF}")
-                acc = pkt_type
             elif offset < 0 or offset + size > len(packet):
                 return 0  # out of bounds: the kernel ends the program and drops
             else:
                 acc = int.from_bytes(packet[offset : offset + size], "big")
         elif code == BPF_JMP | BPF_JEQ | BPF_K:
             pc += jt if acc == k else jf
+        elif code == BPF_ALU | BPF_MOD | BPF_K:
+            assert k != 0, "the kernel rejects a division by a constant 0"
+            acc %= k
         elif code == BPF_RET | BPF_K:
             return k
+        elif code == BPF_RET | BPF_A:
+            return acc
         else:
             raise UnsupportedInstructionError(f"opcode {code:#x}")
         assert pc < len(program), "fell off the end of the program (the kernel rejects that)"
@@ -228,3 +244,18 @@ def test_reply_mode(frame: bytes, accepted: bool) -> None:
     assert run_bpf(prog, frame, PACKET_OUTGOING) == 0
     # Without reply mode only RARP passes.
     assert (run_bpf(rarp_filter(), frame) > 0) is (frame in (RARP, RARP_QINQ))
+
+
+@given(
+    st.integers(1, 64), st.integers(1, 0x7FFFFFFF), st.sampled_from([PACKET_HOST, PACKET_OUTGOING])
+)
+def test_fanout_program_picks_member_ifindex_mod_n(members: int, ifindex: int, kind: int) -> None:
+    # The member depends on the device only: not on the frame, not on its direction.
+    prog = fanout_program(members)
+    assert run_bpf(prog, RARP, kind, ifindex) == ifindex % members
+    assert run_bpf(prog, b"", kind, ifindex) == ifindex % members  # no packet load at all
+
+
+def test_fanout_program_needs_a_member() -> None:
+    with pytest.raises(ValueError, match="at least one member"):
+        fanout_program(0)
