@@ -93,7 +93,8 @@ def test_overrun_redumps_without_stale_or_lost_bindings(
     tx = relab.rarp_sender(s.hosts["h1"])
     send_rarps(tx, gone + live)
     # The marker: a binding made last, asked about last; once it is announced, every
-    # RARP before it was handled (one capture socket, read in order).
+    # RARP before it was handled (all come from one port, so they share one capture
+    # socket of the fanout group, which is read in order).
     marker = relab.mac_of(0xA3, 0)
     s.batch([relab.Switch.remote_line(relab.v4(KNOWN + 1), marker)])
     netlab.wait_until(lambda: marker.hex(":") in s.sw.ip("neigh", "show", "dev", relab.SVI).stdout)
