@@ -355,7 +355,9 @@ class Settings:
     )
     capture_rcvbuf: int = field(
         default=8 << 20,
-        metadata=_opt(BYTES, "receive buffer of each RARP capture socket (8, by ingress port)", restart=True),
+        metadata=_opt(
+            BYTES, "receive buffer of each RARP capture socket (8, by ingress port)", restart=True
+        ),
     )
 
     def changed(self, other: Settings) -> list[str]:
