@@ -218,41 +218,17 @@ class Daemon:
         withdraw a correct MAC/IP route until the VM happens to speak again.
         """
         proto = self.config.engine.neigh_protocol
+        # A snapshot: the deletions come back as notifications that change the mirror.
         leftovers = [
             n
             for n in self.mirror.neighbors.values()
-            if n.protocol == proto and not n.state & NUD_VALID and n.address is not None
+            if n.protocol == proto and not n.state & NUD_VALID
         ]
-        removed = 0
-        for n in leftovers:
-            assert n.address is not None
-            if self.config.dry_run:
-                emit(
-                    self.log,
-                    "dry-run",
-                    "info",
-                    would="remove-placeholder",
-                    address=str(n.address),
-                    dev=self._ifname(n.index),
-                )
-                continue
-            try:
-                self.requests.neigh_delete(n.index, n.address)
-            except NetlinkError as exc:
-                if exc.errno == errno.ENOENT:
-                    continue  # gone meanwhile
-                self.engine.stats["netlink.errors"] += 1
-                emit(
-                    self.log,
-                    "netlink-error",
-                    "warning",
-                    action="remove-placeholder",
-                    address=str(n.address),
-                    dev=self._ifname(n.index),
-                    error=str(exc),
-                )
-                continue
-            removed += 1
+        removed = sum(
+            self._kernel(RemovePlaceholder(n.index, n.address))
+            for n in leftovers
+            if n.address is not None
+        )
         if removed:
             emit(self.log, "placeholders-removed", "info", count=removed)
 
@@ -483,12 +459,14 @@ class Daemon:
                 egress=self._ifname(a.egress),
             )
 
-    def _kernel(self, a: Resolve | Takeover | RemovePlaceholder) -> None:
+    def _kernel(self, a: Resolve | Takeover | RemovePlaceholder) -> bool:
+        """Carry out a neighbor-table action; True if the kernel did it (not in dry-run,
+        not failed, not an entry already gone)."""
         what = {Resolve: "resolve", Takeover: "takeover"}.get(type(a), "remove-placeholder")
         dev = self._ifname(a.ifindex)
         if self.config.dry_run:
             emit(self.log, "dry-run", "info", would=what, address=str(a.address), dev=dev)
-            return
+            return False
         try:
             if isinstance(a, Resolve):
                 # Stamped with our protocol when the kernel creates the entry, so a
@@ -506,7 +484,7 @@ class Daemon:
                 self.requests.neigh_delete(a.ifindex, a.address)
         except NetlinkError as exc:
             if isinstance(a, RemovePlaceholder) and exc.errno == errno.ENOENT:
-                return  # already gone: the kernel or someone else removed it
+                return False  # already gone: the kernel or someone else removed it
             self.engine.stats["netlink.errors"] += 1
             emit(
                 self.log,
@@ -517,6 +495,8 @@ class Daemon:
                 dev=dev,
                 error=str(exc),
             )
+            return False
+        return True
 
     def _ifname(self, ifindex: int) -> str:
         link = self.mirror.links.get(ifindex)
