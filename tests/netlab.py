@@ -147,10 +147,34 @@ class Netns:
             self.ip("link", "set", port, "master", name)
         self.link_up(name, *ports)
 
+    def remote_neighbor(self, ip: str, mac: str, dev: str = "br100") -> None:
+        """A binding as EVPN installs it for a host behind another VTEP (FRR's zebra)."""
+        self.ip(
+            "neigh", "replace", ip, "lladdr", mac, "dev", dev,
+            "nud", "noarp", "extern_learn", "proto", "zebra",
+        )  # fmt: skip
+
     def capture(self, ifname: str, predicate: Callable[[bytes], bool] | None = None) -> Capture:
         cap = Capture(self, ifname, predicate)
         self.lab.captures.append(cap)
         return cap
+
+
+def access_switch(
+    lab: Lab, vm_mac: str, svi_mac: str, vm_addrs: Sequence[str], svi_addrs: Sequence[str]
+) -> tuple[Netns, Netns]:
+    """The smallest leaf: namespace `sw` with bridge br100 (the SVI, `svi_addrs`) and its
+    port swp1, a veth to namespace `vm` (eth0, `vm_mac`, `vm_addrs`). Addresses carry
+    their prefix length; IPv6 ones are added without DAD, so they are usable at once."""
+    sw, vm = lab.netns("sw"), lab.netns("vm")
+    lab.veth(vm, "eth0", sw, "swp1")
+    vm.ip("link", "set", "eth0", "address", vm_mac)
+    sw.bridge("br100", "swp1", mac=svi_mac)
+    for ns, dev, addrs in ((vm, "eth0", vm_addrs), (sw, "br100", svi_addrs)):
+        for addr in addrs:
+            extra = ("nodad",) if ":" in addr else ()
+            ns.ip("addr", "add", addr, "dev", dev, *extra)
+    return sw, vm
 
 
 class Lab:

@@ -70,12 +70,7 @@ class Net:
 
 @pytest.fixture
 def net(lab: netlab.Lab) -> Iterator[Net]:
-    sw, vm = lab.netns("sw"), lab.netns("vm")
-    lab.veth(vm, "eth0", sw, "swp1")
-    vm.ip("link", "set", "eth0", "address", VM_MAC)
-    vm.ip("addr", "add", f"{VM_V4}/24", "dev", "eth0")
-    sw.bridge("br100", "swp1", mac=SVI_MAC)
-    sw.ip("addr", "add", "192.0.2.252/24", "dev", "br100")
+    sw, vm = netlab.access_switch(lab, VM_MAC, SVI_MAC, [f"{VM_V4}/24"], ["192.0.2.252/24"])
     sw.ip("neigh", "replace", VM_V4, "lladdr", VM_MAC, "dev", "br100", "nud", "reachable")
     yield Net(lab, sw, vm)
 

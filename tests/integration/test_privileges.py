@@ -94,19 +94,15 @@ class Net:
 
 @pytest.fixture
 def net(lab: netlab.Lab) -> Iterator[Net]:
-    sw, vm = lab.netns("sw"), lab.netns("vm")
-    lab.veth(vm, "eth0", sw, "swp1")
-    vm.ip("link", "set", "eth0", "address", VM_MAC)
-    vm.ip("addr", "add", f"{VM_V4}/24", "dev", "eth0")
-    vm.ip("-6", "addr", "add", f"{VM_V6}/64", "dev", "eth0", "nodad")
-    sw.bridge("br100", "swp1", mac=SVI_MAC)
-    sw.ip("addr", "add", "192.0.2.252/24", "dev", "br100")
-    sw.ip("-6", "addr", "add", "2001:db8:100::252/64", "dev", "br100", "nodad")
+    sw, vm = netlab.access_switch(
+        lab,
+        VM_MAC,
+        SVI_MAC,
+        [f"{VM_V4}/24", f"{VM_V6}/64"],
+        ["192.0.2.252/24", "2001:db8:100::252/64"],
+    )
     for ip in (VM_V4, VM_V6):
-        sw.ip(
-            "neigh", "replace", ip, "lladdr", VM_MAC, "dev", "br100",
-            "nud", "noarp", "extern_learn", "proto", "zebra",
-        )  # fmt: skip
+        sw.remote_neighbor(ip, VM_MAC)
     vm_tx = vm.socket(socket.AF_PACKET, socket.SOCK_RAW)
     vm_tx.bind(("eth0", 0))
     yield Net(sw, vm, vm_tx)

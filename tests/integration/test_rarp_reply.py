@@ -47,20 +47,7 @@ class Net:
         self.vm_tx.send(rarp_request_frame(bytes.fromhex(mac.replace(":", "")), vid=vid))
 
     def install_remote(self, ip: str, mac: str = VM_MAC, dev: str = "br100") -> None:
-        self.sw.ip(
-            "neigh",
-            "replace",
-            ip,
-            "lladdr",
-            mac,
-            "dev",
-            dev,
-            "nud",
-            "noarp",
-            "extern_learn",
-            "proto",
-            "zebra",
-        )
+        self.sw.remote_neighbor(ip, mac, dev)
 
 
 def garp_from(mac: str, ip: str = "192.0.2.10") -> bytes:

@@ -32,17 +32,11 @@ SVI_MAC = "02:00:00:00:01:00"
 def test_sighup_reload_keeps_rounds_applies_changes_and_survives_bad_files(
     lab: netlab.Lab, tmp_path: Path
 ) -> None:
-    sw, vm, vm2 = lab.netns("sw"), lab.netns("vm"), lab.netns("vm2")
-    lab.veth(vm, "eth0", sw, "swp1")
+    sw, vm = netlab.access_switch(lab, VM_MAC, SVI_MAC, [f"{VM_IP}/24"], ["192.0.2.252/24"])
+    vm2 = lab.netns("vm2")
     lab.veth(vm2, "eth0", sw, "swp2")
-    vm.ip("link", "set", "eth0", "address", VM_MAC)
-    vm.ip("addr", "add", f"{VM_IP}/24", "dev", "eth0")
-    sw.bridge("br100", "swp1", "swp2", mac=SVI_MAC)
-    sw.ip("addr", "add", "192.0.2.252/24", "dev", "br100")
-    sw.ip(
-        "neigh", "replace", VM_IP, "lladdr", VM_MAC, "dev", "br100",
-        "nud", "noarp", "extern_learn", "proto", "zebra",
-    )  # fmt: skip
+    sw.ip("link", "set", "swp2", "master", "br100")
+    sw.remote_neighbor(VM_IP, VM_MAC)
     conf = tmp_path / "rarp-reply.toml"
     conf.write_text("takeover = false\nholddown = 0.2\n")
     cap = vm.capture("eth0")
@@ -120,16 +114,8 @@ def test_sighup_turning_takeover_on_starts_capturing_answers(
 ) -> None:
     # Answers (ARP replies) are only let through the capture's socket filter
     # while takeover is on: the reload must swap the filter, not just a flag.
-    sw, vm = lab.netns("sw"), lab.netns("vm")
-    lab.veth(vm, "eth0", sw, "swp1")
-    vm.ip("link", "set", "eth0", "address", VM_MAC)
-    vm.ip("addr", "add", f"{VM_IP}/24", "dev", "eth0")
-    sw.bridge("br100", "swp1", mac=SVI_MAC)
-    sw.ip("addr", "add", "192.0.2.252/24", "dev", "br100")
-    sw.ip(
-        "neigh", "replace", VM_IP, "lladdr", VM_MAC, "dev", "br100",
-        "nud", "noarp", "extern_learn", "proto", "zebra",
-    )  # fmt: skip
+    sw, vm = netlab.access_switch(lab, VM_MAC, SVI_MAC, [f"{VM_IP}/24"], ["192.0.2.252/24"])
+    sw.remote_neighbor(VM_IP, VM_MAC)
     conf = tmp_path / "rarp-reply.toml"
     conf.write_text("takeover = false\n")
     d = DaemonProc(sw, "--config", str(conf)).ready()
