@@ -40,6 +40,7 @@ from .logs import emit, emit_fields
 from .macaddr import format_mac
 from .mirror import Mirror
 from .netlink.codec import (
+    RTEXT_FILTER_BRVLAN_COMPRESSED,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETNEIGH,
@@ -235,6 +236,8 @@ class Daemon:
     def _dump_and_reset(self) -> None:
         now = time.monotonic()
         links = self.requests.dump(RTM_GETLINK)
+        # The bridges' VLANs (ports and bridges themselves), after the links they describe.
+        links += self.requests.dump(RTM_GETLINK, AF_BRIDGE, ext_mask=RTEXT_FILTER_BRVLAN_COMPRESSED)
         addrs = self.requests.dump(RTM_GETADDR)
         neighs = self.requests.dump(RTM_GETNEIGH)
         if self.config.engine.fdb_trigger:

@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from socket import inet_ntoa
 
-from .domain import DEFAULT_FABRIC_KINDS, Domain, GlobSet, Ignored, resolve, source_address
+from .domain import (
+    DEFAULT_FABRIC_KINDS,
+    DEFAULT_FABRIC_PORTS,
+    Domain,
+    GlobSet,
+    Ignored,
+    resolve,
+    source_address,
+)
 from .errors import FrameError
 from .frames.arp import ArpOp, ArpPacket, arp_request_frame, parse_arp_frame
 from .frames.ethernet import ETH_P_ARP, ETH_P_IPV6, ETH_P_RARP, EthernetFrame
@@ -119,7 +127,7 @@ class Config:
     # fabric, besides the tunnel kinds above. include/exclude: serve only
     # announcements whose ingress port or SVI matches include (empty: all)
     # and neither matches exclude.
-    fabric_ports: tuple[str, ...] = ()
+    fabric_ports: tuple[str, ...] = DEFAULT_FABRIC_PORTS
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
@@ -376,7 +384,9 @@ class Engine:
                 skipped.append(str(address))
                 continue
             state = self._initial_state(mac, b)
-            t = Target(b.neighbor.index, address, src, state)
+            # Written (resolve, takeover) on the SVI, wherever the binding was read:
+            # zebra watches the SVI, not the anycast macvlan stacked on it.
+            t = Target(where.l3[0], address, src, state)
             targets[address] = t
             self._watch[(t.ifindex, address)] = key
             shown.append(f"{_ip_text(address)}({_STATE_TEXT[state]})")

@@ -183,6 +183,7 @@ _IGNORED = (  # domain.resolve()'s reasons
     "stacked-copy",
     "vlan-parent-copy",
     "aggregate-member-copy",
+    "vlan-not-member",  # a VLAN-filtering bridge drops it (br_allowed_ingress)
     "no-l3-interface",
     "excluded-port",  # the operator's include/exclude globs
 )

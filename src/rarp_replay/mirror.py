@@ -1,4 +1,5 @@
-"""In-memory mirror of the kernel's link, address and neighbor tables.
+"""In-memory mirror of the kernel's link, address and neighbor tables, and of
+the bridges' VLANs.
 
 Pure state: fed with `Event`s (from a netlink dump or notifications) and
 queried by the decision logic; it never opens a socket, so it is tested
@@ -10,6 +11,15 @@ Deleted bindings are remembered for `remember` seconds ("tombstones"): on the
 new leaf, the EVPN control plane's entry for the VM (NOARP, extern_learn) is
 deleted when the old leaf's withdrawal arrives, which can be just before the
 RARP is heard. The tombstone keeps the VM's addresses known for that round.
+
+Bridge VLANs come as `BridgePort` records (AF_BRIDGE link messages): one per
+port and one for each bridge itself, each with the device's whole VLAN list.
+The start-up dump asks for them (RTM_GETLINK, AF_BRIDGE, IFLA_EXT_MASK =
+RTEXT_FILTER_BRVLAN_COMPRESSED), and the kernel sends the same message to
+RTNLGRP_LINK on every change of a port's VLANs: br_setlink() calls
+br_ifinfo_notify(), whose filter is RTEXT_FILTER_BRVLAN_COMPRESSED (net/bridge/
+br_netlink.c, unchanged from 4.x to 6.12). So the link group the daemon
+already follows is enough; RTNLGRP_BRVLAN (RTM_NEWVLAN, 5.13+) is not needed.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from .netlink.records import (
     IFA_F_TENTATIVE,
     NUD_VALID,
     Address,
+    BridgePort,
     Change,
     Event,
     IPAddress,
@@ -65,6 +76,8 @@ class Mirror:
         self.neighbors: dict[NeighKey, Neighbor] = {}
         # Bridge FDB: (bridge ifindex, VLAN or 0, MAC) -> entry (its port is `index`).
         self.fdb: dict[tuple[int, int, bytes], Neighbor] = {}
+        # Bridge ports and bridges (by ifindex) with their VLANs and VLAN tunnels.
+        self.bridge_ports: dict[int, BridgePort] = {}
         self._by_mac: dict[bytes, dict[NeighKey, Neighbor]] = {}
         self._tombstones: dict[bytes, dict[NeighKey, tuple[Neighbor, float]]] = {}
         # Every burial in time order, so that expiry pops the front instead of
@@ -99,10 +112,18 @@ class Mirror:
             else:
                 self.links.pop(rec.index, None)
                 self.addresses.pop(rec.index, None)
+                self.bridge_ports.pop(rec.index, None)
                 # The kernel flushes a vanished device's neighbors without
                 # always notifying each one: drop them here (as tombstones).
                 for key in [k for k in self.neighbors if k[0] == rec.index]:
                     self._neigh_del(key, now)
+        elif isinstance(rec, BridgePort):
+            # VLAN membership decides domains (`domain.resolve`): cached ones are stale.
+            self.generation += 1
+            if event.change is Change.NEW:
+                self.bridge_ports[rec.index] = rec
+            else:  # left the bridge
+                self.bridge_ports.pop(rec.index, None)
         elif isinstance(rec, Address):
             self.generation += 1
             self._networks_cache.pop(rec.index, None)
@@ -135,12 +156,15 @@ class Mirror:
     ) -> int:
         """Replace the state with a fresh dump (at start, and after a netlink overrun).
 
+        `links` holds the `Link` events and, after them, the `BridgePort` ones.
+
         Bindings that vanished while notifications were lost become tombstones,
         exactly as if their deletion had been seen. Returns how many did.
         """
         self.generation += 1
         self.links = {}
         self.addresses = {}
+        self.bridge_ports = {}
         self._uppers_cache = None
         self._networks_cache = {}
         for ev in links:
@@ -284,6 +308,21 @@ class Mirror:
                     cache.setdefault(link.lower, []).append(link.index)
             self._uppers_cache = {k: tuple(v) for k, v in cache.items()}
         return self._uppers_cache.get(ifindex, ())
+
+    def vlan_filtering(self, ifindex: int) -> bool:
+        """Is `ifindex` a bridge that filters VLANs (vlan_filtering 1)?"""
+        link = self.links.get(ifindex)
+        return link is not None and link.kind == "bridge" and bool(link.vlan_filtering)
+
+    def vni(self, bridge: int, vid: int) -> int | None:
+        """The VNI that VLAN `vid` of `bridge` is carried in over a VXLAN port with VLAN
+        tunnel info (a single VXLAN device for all VNIs), None if no port maps it."""
+        for port in self.bridge_ports.values():
+            if port.master == bridge and port.tunnels:
+                vni = port.vni(vid)
+                if vni is not None:
+                    return vni
+        return None
 
     def counts(self) -> dict[str, int]:
         # Also called from the metrics server's thread while the main loop
