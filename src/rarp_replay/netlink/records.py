@@ -155,12 +155,16 @@ class VlanTunnel:
 @dataclass(frozen=True, slots=True)
 class BridgePort:
     """A bridge's view of one device (AF_BRIDGE RTM_NEWLINK): a port, or the bridge itself
-    (`master` None). Each message carries the device's whole VLAN list: it replaces the last.
-    An AF_BRIDGE RTM_DELLINK means the port left the bridge, not that the device is gone."""
+    (`master == index`). Each message carries the device's whole VLAN list: it replaces the
+    last. An AF_BRIDGE RTM_DELLINK means the port left the bridge, not that the device is
+    gone. The bridge's own list has its VLANs with PVID/UNTAGGED but not the BRENTRY flag
+    (seen on 6.1: br_fill_ifvlaninfo_compressed reports PVID and UNTAGGED only)."""
 
     index: int
     name: str
-    master: int | None = None  # IFLA_MASTER: the bridge (absent for the bridge itself)
+    # IFLA_MASTER: the bridge. br_fill_ifinfo() sends it for the bridge itself too (its own
+    # index, seen on 6.1); None only when absent.
+    master: int | None = None
     vlans: tuple[BridgeVlan, ...] = ()
     tunnels: tuple[VlanTunnel, ...] = ()
 
