@@ -18,8 +18,15 @@ The start-up dump asks for them (RTM_GETLINK, AF_BRIDGE, IFLA_EXT_MASK =
 RTEXT_FILTER_BRVLAN_COMPRESSED), and the kernel sends the same message to
 RTNLGRP_LINK on every change of a port's VLANs: br_setlink() calls
 br_ifinfo_notify(), whose filter is RTEXT_FILTER_BRVLAN_COMPRESSED (net/bridge/
-br_netlink.c, unchanged from 4.x to 6.12). So the link group the daemon
-already follows is enough; RTNLGRP_BRVLAN (RTM_NEWVLAN, 5.13+) is not needed.
+br_netlink.c, unchanged from 4.x to 6.12; the notification captured from
+6.1 carries the port's whole list: tests/unit/data/notify_vlan_add.hex).
+Membership changes made with RTM_NEWVLAN/RTM_DELVLAN notify the same way
+(br_vlan_rtm_process_one calls br_ifinfo_notify when anything changed). So
+the link group the daemon already follows is enough, on 6.1 and 6.12 alike.
+Not seen there: a VLAN-to-VNI change made as a per-VLAN *option*
+(`bridge vlan set ... tunnel_info`, RTM_NEWVLAN with ONLY_OPTS: notified on
+RTNLGRP_BRVLAN only) until the next re-dump, and `vnifilter` VXLAN devices;
+resolution does not use the VNI map.
 """
 
 from __future__ import annotations
