@@ -52,7 +52,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from . import __version__
+from . import __version__, counters
 from .engine import Engine
 from .errors import RarpReplayError
 from .listen import format_listen
@@ -167,56 +167,44 @@ COUNTERS: dict[str, CounterSpec] = {
 
 UNMAPPED = "unmapped_stats"
 
-# Drop reasons, as in the engine's `dropped` log lines.
-_FRAME_DROPS = (
-    "malformed",
-    "not-rarp",
-    "not-ethernet-ipv4",
-    "not-rarp-request",
-    "target-not-unicast",
-    "malformed-reply",
-)
-_IGNORED = (  # domain.resolve()'s reasons
-    "unknown-interface",
-    "fabric-port",
-    "bridge-copy",
-    "stacked-copy",
-    "vlan-parent-copy",
-    "aggregate-member-copy",
-    "no-l3-interface",
-    "excluded-port",  # the operator's include/exclude globs
-)
-_ANNOUNCEMENT_DROPS = ("duplicate", "unknown-mac", "rate-limit-port", "rate-limit-global")
-TRIGGERS = ("rarp", "fdb-move")
-FAMILIES = ("ipv4", "ipv6")
-
-# Every key in Engine.stats -> (counter, label values), or None for a key that
-# is the sum of others (exporting it too would double what sum() gives).
+# Every key in Engine.stats (see `counters`) -> (counter, label values), or None
+# for a key that is the sum of others (exporting it too would double what sum() gives).
 STATS: dict[str, tuple[str, tuple[str, ...]] | None] = {
-    "frames": ("captured_frames", ()),
-    **{f"dropped.{r}": ("frames_dropped", (r,)) for r in _FRAME_DROPS},
-    **{f"announcements.{t}": ("announcements", (t,)) for t in TRIGGERS},
-    "fdb-moves": ("fdb_moves", ()),
-    "announcements": None,  # = announcements.* minus the rate-limit drops
-    **{f"dropped.{r}": ("announcements_ignored", (r,)) for r in _IGNORED},
-    **{f"dropped.{r}": ("announcements_dropped", (r,)) for r in _ANNOUNCEMENT_DROPS},
-    **{f"rounds.{t}": ("rounds", (t,)) for t in TRIGGERS},
-    "rounds": None,  # = rounds.*
-    "skipped.no-source-address": ("addresses_skipped", ("no-source-address",)),
-    **{f"probes.{f}": ("probes", (f,)) for f in FAMILIES},
-    "dropped.rate-limit-probe": ("probes_dropped", ("rate-limit-probe",)),
-    "send-errors": ("send_errors", ()),
-    "replies": ("replies", ()),
-    "takeovers": ("takeovers", ()),
-    "remote-deleted": ("remote_deleted", ()),
-    "resolves": ("resolves", ()),
-    **{f"confirmed.{f}": ("confirmations", (f,)) for f in FAMILIES},
-    "confirmed": None,  # = confirmed.*
-    "gave-up": ("gave_up", ()),
-    "netlink.redumps": ("netlink_redumps", ()),
-    "netlink.errors": ("netlink_errors", ()),
-    "reloads": ("config_reloads", ()),
-    "reload.errors": ("config_reload_errors", ()),
+    counters.FRAMES: ("captured_frames", ()),
+    **{counters.DROPPED[r]: ("frames_dropped", (r,)) for r in counters.FRAME_DROPS},
+    **{key: ("announcements", (t,)) for t, key in counters.ANNOUNCED.items()},
+    counters.FDB_MOVES: ("fdb_moves", ()),
+    counters.ANNOUNCEMENTS: None,  # = announcements.* minus the rate-limit drops
+    **{counters.DROPPED[r]: ("announcements_ignored", (r,)) for r in counters.IGNORED},
+    **{counters.DROPPED[r]: ("announcements_dropped", (r,)) for r in counters.ANNOUNCEMENT_DROPS},
+    **{key: ("rounds", (t,)) for t, key in counters.ROUNDS_BY.items()},
+    counters.ROUNDS: None,  # = rounds.*
+    **{key: ("addresses_skipped", (r,)) for r, key in counters.SKIPPED.items()},
+    **{counters.PROBES[v]: ("probes", (f,)) for v, f in counters.FAMILIES.items()},
+    **{counters.DROPPED[r]: ("probes_dropped", (r,)) for r in counters.PROBE_DROPS},
+    counters.SEND_ERRORS: ("send_errors", ()),
+    counters.REPLIES: ("replies", ()),
+    counters.TAKEOVERS: ("takeovers", ()),
+    counters.REMOTE_DELETED: ("remote_deleted", ()),
+    counters.RESOLVES: ("resolves", ()),
+    **{counters.CONFIRMED_BY[v]: ("confirmations", (f,)) for v, f in counters.FAMILIES.items()},
+    counters.CONFIRMED: None,  # = confirmed.*
+    counters.GAVE_UP: ("gave_up", ()),
+    counters.NETLINK_REDUMPS: ("netlink_redumps", ()),
+    counters.NETLINK_ERRORS: ("netlink_errors", ()),
+    counters.RELOADS: ("config_reloads", ()),
+    counters.RELOAD_ERRORS: ("config_reload_errors", ()),
+}
+
+# The kernel's own counts for the capture sockets (PACKET_STATISTICS: tp_packets,
+# tp_drops), summed over the fanout group's members and read at scrape time.
+CAPTURE_RECEIVED = "capture_kernel_received"
+CAPTURE_DROPS = "capture_kernel_drops"
+CAPTURE_COUNTERS: dict[str, str] = {
+    CAPTURE_RECEIVED: "Frames the kernel queued for the capture sockets (those that passed "
+    "the filter, the dropped ones included).",
+    CAPTURE_DROPS: "Frames the kernel dropped because a capture socket's receive buffer was "
+    "full (raise capture-rcvbuf if this grows).",
 }
 
 # Mirror.counts() keys -> gauge name (without the prefix) and help.
@@ -265,6 +253,9 @@ class EngineCollector(Collector):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.histogram = ConfirmationHistogram()
+        # The capture's kernel counters, (received, dropped) since it opened:
+        # `CaptureGroup.statistics`, set once the capture is open.
+        self.capture_statistics: Callable[[], tuple[int, int]] | None = None
 
     def drain(self) -> None:
         """Move the engine's new confirmation times into the histogram (main thread)."""
@@ -296,6 +287,14 @@ class EngineCollector(Collector):
             if key not in STATS:
                 counters[UNMAPPED].add_metric((key,), value)
         yield from counters.values()
+
+        if self.capture_statistics is not None:
+            # getsockopt(PACKET_STATISTICS) on each capture socket, here in the
+            # server's thread: the kernel resets its counters on every read, so
+            # `statistics` accumulates them, and nothing else reads them.
+            received, dropped = self.capture_statistics()
+            for name, value in ((CAPTURE_RECEIVED, received), (CAPTURE_DROPS, dropped)):
+                yield CounterMetricFamily(PREFIX + name, CAPTURE_COUNTERS[name], value=value)
 
         counts = self.engine.mirror.counts()  # thread-safe: see Mirror.counts
         for key, value in counts.items():
@@ -404,7 +403,10 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
         self.where = where
 
-    def start(self) -> None:
+    def start(self, capture_statistics: Callable[[], tuple[int, int]] | None = None) -> None:
+        """Serve from now on; `capture_statistics` (the capture's kernel counters) is
+        read by scrapes only, so that this thread alone resets the kernel's counts."""
+        self.collector.capture_statistics = capture_statistics
         self._thread.start()
         emit(self.log, "metrics-listening", "info", address=self.where)
 

@@ -8,6 +8,7 @@ from topology import OTHER_MAC, PORT, PORT2, TRUNK_V10, VM_MAC, VX, remote, swit
 
 from rarp_replay.engine import Config, Engine, Log, SendFrame
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.ratelimit import Rate
 
 
 def probes(actions: list) -> int:  # type: ignore[type-arg]
@@ -75,14 +76,14 @@ def test_reconfigure_keeps_rounds_and_holddown() -> None:
 
 
 def test_reconfigure_rate_limits() -> None:
-    eng = Engine(switch(remote("192.0.2.10")), Config(holddown=0.0, port_rate=1.0, port_burst=2.0))
+    eng = Engine(switch(remote("192.0.2.10")), Config(holddown=0.0, port_rate=Rate(1.0, 2.0)))
     got = [probes(eng.on_frame(RARP, PORT, None, now=0.0)) for _ in range(3)]
     assert got == [1, 1, 0] and eng.stats["dropped.rate-limit-port"] == 1
     # Same limits again: the bucket keeps its (empty) state, no fresh burst.
     eng.reconfigure(replace(eng.config, holddown=0.0))
     assert probes(eng.on_frame(RARP, PORT, None, now=0.0)) == 0
     # New limits: a new bucket, with the new burst.
-    eng.reconfigure(replace(eng.config, port_rate=1.0, port_burst=5.0))
+    eng.reconfigure(replace(eng.config, port_rate=Rate(1.0, 5.0)))
     got = [probes(eng.on_frame(RARP, PORT, None, now=0.0)) for _ in range(6)]
     assert got == [1, 1, 1, 1, 1, 0]
 
@@ -93,7 +94,7 @@ def test_remote_target_refused_by_probe_limit_is_probed_later() -> None:
     # or its answer (and make-before-break) never comes.
     eng = Engine(
         switch(remote("192.0.2.10"), remote("192.0.2.11", mac=OTHER_MAC)),
-        Config(probe_rate=1.0, probe_burst=1.0),
+        Config(probe_rate=Rate(1.0, 1.0)),
     )
     assert probes(eng.on_frame(RARP, PORT, None, now=0.0)) == 1
     other = eng.on_frame(rarp_request_frame(OTHER_MAC), PORT, None, now=0.0)
