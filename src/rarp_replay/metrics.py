@@ -1,12 +1,15 @@
 """Prometheus metrics for `rarp-reply` (`--metrics HOST:PORT`; off by default).
 
 The engine and the daemon count everything in `Engine.stats`, a `Counter`
-with dotted keys ("probes.ipv4", "dropped.duplicate", ...). Nothing here runs
+with dotted keys ("probes.ipv4", "dropped.duplicate", ...) named in `counters`. Nothing here runs
 in the hot path: a custom collector reads that Counter, the mirror's table
 sizes and the open rounds when Prometheus scrapes, and turns each key into a
 metric and labels through one explicit table (`STATS`). A key the table does
 not know (a counter added later) is exported under
 `rarp_replay_unmapped_stats_total{key=...}`, never dropped silently.
+
+The capture's own kernel counters (PACKET_STATISTICS: frames queued and
+dropped for lack of buffer space) are read from its sockets at scrape time.
 
 The one thing that is not a counter, the time from a round's start to the
 kernel learning the address locally, is collected by the engine in
@@ -288,13 +291,13 @@ class EngineCollector(Collector):
                 counters[UNMAPPED].add_metric((key,), value)
         yield from counters.values()
 
-        if self.capture_statistics is not None:
-            # getsockopt(PACKET_STATISTICS) on each capture socket, here in the
-            # server's thread: the kernel resets its counters on every read, so
-            # `statistics` accumulates them, and nothing else reads them.
-            received, dropped = self.capture_statistics()
-            for name, value in ((CAPTURE_RECEIVED, received), (CAPTURE_DROPS, dropped)):
-                yield CounterMetricFamily(PREFIX + name, CAPTURE_COUNTERS[name], value=value)
+        # getsockopt(PACKET_STATISTICS) on each capture socket, here in the server's
+        # thread: the kernel resets its counters on every read, so `statistics`
+        # accumulates them, and nothing else reads them. No capture yet: nothing seen.
+        capture = self.capture_statistics
+        received, dropped = capture() if capture is not None else (0, 0)
+        for name, value in ((CAPTURE_RECEIVED, received), (CAPTURE_DROPS, dropped)):
+            yield CounterMetricFamily(PREFIX + name, CAPTURE_COUNTERS[name], value=value)
 
         counts = self.engine.mirror.counts()  # thread-safe: see Mirror.counts
         for key, value in counts.items():

@@ -157,6 +157,9 @@ def test_every_series_is_exported_at_zero_before_anything_happens() -> None:
             assert got[series(key)] == 0, key
     assert got[f"{PREFIX}rounds_active"] == 0
     assert got[f'{PREFIX}confirmation_seconds_bucket{{le="+Inf"}}'] == 0
+    # No capture open yet: its kernel counters are there, at zero.
+    assert got[f"{PREFIX}capture_kernel_received_total"] == 0
+    assert got[f"{PREFIX}capture_kernel_drops_total"] == 0
     version = rarp_replay.__version__
     assert got[f'{PREFIX}build_info{{python="{sys.version.split()[0]}",version="{version}"}}'] == 1
 
