@@ -342,8 +342,6 @@ class Settings:
     log_level: str = field(default="info", metadata=_opt(_choice(*logs.LEVELS), "log level"))
     log_format: str = field(default="text", metadata=_opt(_choice("text", "json"), "log format"))
     netlink_rcvbuf: int = field(
-        # 100,000 neighbor notifications are ~10 MB of netlink messages: a
-        # buffer of that order absorbs a mass change without ENOBUFS.
         default=32 << 20,
         metadata=_opt(
             BYTES,

@@ -127,7 +127,9 @@ class Daemon:
         self._remove_leftovers()
         # N sockets in one fanout group, fed by ingress ifindex: a flooding port fills
         # only its own socket's queue (see CaptureGroup).
-        self.capture = CaptureGroup(rcvbuf=self.config.capture_rcvbuf, replies=self.config.takeover)
+        self.capture = CaptureGroup(
+            rcvbuf=self.config.capture_rcvbuf, replies=self.engine.config.takeover
+        )
         self.sender = PacketSender()
         self._load_ms = _ms(time.monotonic() - started)
         # Last in open(): whatever needs more than the kept capabilities (setns,
@@ -204,7 +206,7 @@ class Daemon:
         links = self.requests.dump(RTM_GETLINK)
         addrs = self.requests.dump(RTM_GETADDR)
         neighs = self.requests.dump(RTM_GETNEIGH)
-        if self.config.fdb_trigger:
+        if self.engine.config.fdb_trigger:
             # Where each MAC is, so that a move to a local port can be seen.
             neighs += self.requests.dump(RTM_GETNEIGH, AF_BRIDGE)
         vanished = self.mirror.reset(links, addrs, neighs, now)
