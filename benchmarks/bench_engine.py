@@ -289,7 +289,7 @@ class Bench:
             d = Daemon(Settings(), logger)
             stack.callback(d.close)
             d.mirror = self.mirror
-            d.engine = Engine(self.mirror, d.config.engine)
+            d.engine = Engine(self.mirror, d.engine.config)
             if lab is None:
                 self._prepared(d)
             else:
