@@ -376,7 +376,7 @@ class Engine:
         last = self._last_round.get(key)
         if last is not None and now - last < self.config.holddown:
             self.stats[DROPPED[DUPLICATE]] += 1
-            return [self._log(DUPLICATE, "debug", mac, where, since_ms=_ms(now - last))]
+            return [self._log("duplicate", "debug", mac, where, since_ms=_ms(now - last))]
         bindings = self.mirror.bindings(mac, where.l3, now)
         port = self._ifname(ifindex)
         if not bindings:
