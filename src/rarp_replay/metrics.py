@@ -170,33 +170,42 @@ COUNTERS: dict[str, CounterSpec] = {
 
 UNMAPPED = "unmapped_stats"
 
-# Every key in Engine.stats (see `counters`) -> (counter, label values), or None
-# for a key that is the sum of others (exporting it too would double what sum() gives).
+# Engine.stats keys (see `counters`) exported as a counter without labels.
+_PLAIN: dict[str, str] = {
+    counters.FRAMES: "captured_frames",
+    counters.FDB_MOVES: "fdb_moves",
+    counters.SEND_ERRORS: "send_errors",
+    counters.REPLIES: "replies",
+    counters.TAKEOVERS: "takeovers",
+    counters.REMOTE_DELETED: "remote_deleted",
+    counters.RESOLVES: "resolves",
+    counters.GAVE_UP: "gave_up",
+    counters.NETLINK_REDUMPS: "netlink_redumps",
+    counters.NETLINK_ERRORS: "netlink_errors",
+    counters.RELOADS: "config_reloads",
+    counters.RELOAD_ERRORS: "config_reload_errors",
+}
+# Counters with one label: metric -> {label value: Engine.stats key}.
+_LABELLED: dict[str, dict[str, str]] = {
+    "frames_dropped": {r: counters.DROPPED[r] for r in counters.FRAME_DROPS},
+    "announcements": counters.ANNOUNCED,
+    "announcements_ignored": {r: counters.DROPPED[r] for r in counters.IGNORED},
+    "announcements_dropped": {r: counters.DROPPED[r] for r in counters.ANNOUNCEMENT_DROPS},
+    "rounds": counters.ROUNDS_BY,
+    "addresses_skipped": counters.SKIPPED,
+    "probes": {f: counters.PROBES[v] for v, f in counters.FAMILIES.items()},
+    "probes_dropped": {r: counters.DROPPED[r] for r in counters.PROBE_DROPS},
+    "confirmations": {f: counters.CONFIRMED_BY[v] for v, f in counters.FAMILIES.items()},
+}
+# Keys that are the sum of others: exporting them too would double what sum() gives.
+# (announcements: announcements.* minus the rate-limit drops.)
+_SUMS = (counters.ANNOUNCEMENTS, counters.ROUNDS, counters.CONFIRMED)
+
+# Every key in Engine.stats -> (counter, label values), or None for a sum.
 STATS: dict[str, tuple[str, tuple[str, ...]] | None] = {
-    counters.FRAMES: ("captured_frames", ()),
-    **{counters.DROPPED[r]: ("frames_dropped", (r,)) for r in counters.FRAME_DROPS},
-    **{key: ("announcements", (t,)) for t, key in counters.ANNOUNCED.items()},
-    counters.FDB_MOVES: ("fdb_moves", ()),
-    counters.ANNOUNCEMENTS: None,  # = announcements.* minus the rate-limit drops
-    **{counters.DROPPED[r]: ("announcements_ignored", (r,)) for r in counters.IGNORED},
-    **{counters.DROPPED[r]: ("announcements_dropped", (r,)) for r in counters.ANNOUNCEMENT_DROPS},
-    **{key: ("rounds", (t,)) for t, key in counters.ROUNDS_BY.items()},
-    counters.ROUNDS: None,  # = rounds.*
-    **{key: ("addresses_skipped", (r,)) for r, key in counters.SKIPPED.items()},
-    **{counters.PROBES[v]: ("probes", (f,)) for v, f in counters.FAMILIES.items()},
-    **{counters.DROPPED[r]: ("probes_dropped", (r,)) for r in counters.PROBE_DROPS},
-    counters.SEND_ERRORS: ("send_errors", ()),
-    counters.REPLIES: ("replies", ()),
-    counters.TAKEOVERS: ("takeovers", ()),
-    counters.REMOTE_DELETED: ("remote_deleted", ()),
-    counters.RESOLVES: ("resolves", ()),
-    **{counters.CONFIRMED_BY[v]: ("confirmations", (f,)) for v, f in counters.FAMILIES.items()},
-    counters.CONFIRMED: None,  # = confirmed.*
-    counters.GAVE_UP: ("gave_up", ()),
-    counters.NETLINK_REDUMPS: ("netlink_redumps", ()),
-    counters.NETLINK_ERRORS: ("netlink_errors", ()),
-    counters.RELOADS: ("config_reloads", ()),
-    counters.RELOAD_ERRORS: ("config_reload_errors", ()),
+    **{key: (name, ()) for key, name in _PLAIN.items()},
+    **{key: (name, (v,)) for name, keys in _LABELLED.items() for v, key in keys.items()},
+    **dict.fromkeys(_SUMS),
 }
 
 # The kernel's own counts for the capture sockets (PACKET_STATISTICS: tp_packets,
