@@ -142,6 +142,31 @@ def test_every_stats_key_the_code_produces_is_mapped_and_no_other() -> None:
     assert set(STATS) - counters.keys() == set(), "stale keys in metrics.STATS"
 
 
+def test_reasons_and_triggers_are_written_only_in_counters() -> None:
+    """Anywhere in the package (a module that classifies frames included), a reason or
+    a trigger is a name from `counters`, not a string of its own; only a log event
+    may be the same word (the `duplicate` event of a duplicate announcement)."""
+    words = {*counters.DROP_REASONS, *counters.SKIP_REASONS, *counters.TRIGGERS}
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "counters.py":
+            continue
+        tree = ast.parse(path.read_text())
+        events = {
+            id(node.args[0])
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and node.args
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("_log", "Log")
+        }
+        found += [
+            f"{path.relative_to(SRC)}:{node.lineno}: {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in words and id(node) not in events
+        ]
+    assert found == []
+
+
 def test_each_key_has_its_own_series_and_known_metric() -> None:
     targets = [t for t in STATS.values() if t is not None]
     assert len(targets) == len(set(targets))
