@@ -34,6 +34,16 @@ import re
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
+from .counters import (
+    AGGREGATE_MEMBER_COPY,
+    BRIDGE_COPY,
+    FABRIC_PORT,
+    NO_L3_INTERFACE,
+    STACKED_COPY,
+    UNKNOWN_INTERFACE,
+    VLAN_NOT_MEMBER,
+    VLAN_PARENT_COPY,
+)
 from .mirror import Mirror
 from .netlink.records import BRIDGE_VLAN_INFO_UNTAGGED, Address, IPAddress, Link
 
@@ -100,7 +110,7 @@ class Domain:
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    """This sighting must not trigger anything; `reason` is a stable counter label."""
+    """This sighting must not trigger anything; `reason` is one of `counters.IGNORED`."""
 
     reason: str
     detail: str = ""
@@ -117,23 +127,23 @@ def resolve(
     links = mirror.links
     link = links.get(ifindex)
     if link is None:
-        return Ignored("unknown-interface", f"ifindex {ifindex}")
+        return Ignored(UNKNOWN_INTERFACE, f"ifindex {ifindex}")
     if link.kind in fabric_kinds or link.name in fabric_ports:
-        return Ignored("fabric-port", link.name)
+        return Ignored(FABRIC_PORT, link.name)
     if link.kind == "bridge":
-        return Ignored("bridge-copy", link.name)
+        return Ignored(BRIDGE_COPY, link.name)
     if link.kind == "macvlan" and link.lower in links:
-        return Ignored("stacked-copy", link.name)
+        return Ignored(STACKED_COPY, link.name)
     if link.kind == "vlan" and link.lower is not None and _is_bridge(links.get(link.lower)):
         # An 802.1Q device on a bridge (an SVI) only gets frames from the bridge
         # (br_pass_frame_up, then vlan_do_receive): the port saw them first.
-        return Ignored("bridge-copy", link.name)
+        return Ignored(BRIDGE_COPY, link.name)
     vid = vid or None  # VID 0 is a priority tag (IEEE 802.1Q 9.6): untagged
     if vid is not None:
         upper = _vlan_upper(mirror, ifindex, vid)
         if upper is not None:
             # The VLAN device untags it and the taps see it again there.
-            return Ignored("vlan-parent-copy", f"{link.name} -> {links[upper].name}")
+            return Ignored(VLAN_PARENT_COPY, f"{link.name} -> {links[upper].name}")
     master = links.get(link.master) if link.master is not None else None
     if master is not None and master.kind in _AGGREGATE_KINDS:
         # bond/team: the member and the aggregate are one port. The aggregate's own
@@ -141,8 +151,8 @@ def resolve(
         # aggregate's) is the one that counts: a frame a member drops (an inactive
         # backup) never reaches the bridge.
         if master.kind in fabric_kinds or master.name in fabric_ports:
-            return Ignored("fabric-port", f"{link.name} -> {master.name}")
-        return Ignored("aggregate-member-copy", f"{link.name} -> {master.name}")
+            return Ignored(FABRIC_PORT, f"{link.name} -> {master.name}")
+        return Ignored(AGGREGATE_MEMBER_COPY, f"{link.name} -> {master.name}")
     if master is not None and mirror.vlan_filtering(master.index):
         return _resolve_filtering(mirror, link, master, vid)
     l2 = master if _is_bridge(master) else link
@@ -173,10 +183,10 @@ def _resolve_filtering(
         pvid = state.pvid if state is not None else None
         if pvid is None:
             # br_allowed_ingress: no PVID, untagged frames are dropped.
-            return Ignored("vlan-not-member", f"{port.name}: untagged, no PVID")
+            return Ignored(VLAN_NOT_MEMBER, f"{port.name}: untagged, no PVID")
         vid = pvid
     elif state is None or state.vlan_flags(vid) is None:
-        return Ignored("vlan-not-member", f"{port.name}: VLAN {vid}")
+        return Ignored(VLAN_NOT_MEMBER, f"{port.name}: VLAN {vid}")
     svi = _vlan_upper(mirror, bridge.index, vid)
     if svi is not None:
         l3_dev = mirror.links[svi]
@@ -201,7 +211,7 @@ def _domain(
     mirror: Mirror, key: tuple[int, int], name: str, port: int, l3_dev: Link, *, tag: int | None
 ) -> Domain | Ignored:
     if l3_dev.mac is None:
-        return Ignored("no-l3-interface", f"{name} has no MAC")
+        return Ignored(NO_L3_INTERFACE, f"{name} has no MAC")
     links = mirror.links
     stacked = tuple(i for i in mirror.uppers(l3_dev.index) if links[i].kind == "macvlan")
     return Domain(

@@ -172,7 +172,7 @@ def test_dump_request_asks_for_compressed_vlans() -> None:
     [(_t, _f, seq, body)] = c.iter_messages(wire)
     assert seq == 7 and body[0] == AF_BRIDGE
     assert c.parse_attrs(body, 16)[c.IFLA_EXT_MASK] == struct.pack("=I", 4)
-    with pytest.raises(ValueError, match="IFLA_EXT_MASK"):
+    with pytest.raises(NetlinkError, match="IFLA_EXT_MASK"):
         c.dump_request(c.RTM_GETNEIGH, AF_BRIDGE, ext_mask=4)
 
 
