@@ -96,6 +96,10 @@ def _source_keys() -> set[str]:
     for node in ast.walk(ast.parse((SRC / "domain.py").read_text())):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Ignored":
             keys.add(f"dropped.{node.args[0].value}")  # type: ignore[attr-defined]
+    # The capture's reasons: frames.capture.classify returns them as Drop(reason).
+    for node in ast.walk(ast.parse((SRC / "frames" / "capture.py").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Drop":
+            keys.add(f"dropped.{node.args[0].value}")  # type: ignore[attr-defined]
     # f-string keys: expand each with the values its placeholder takes. A new
     # dynamic key fails here until it is added (and mapped).
     expansions = {
