@@ -120,7 +120,7 @@ def _flood_then_burst(
     hv, sw = ports(lab, 2)
     assert sw.ifindex("sw0") % CAPTURE_SOCKETS != sw.ifindex("sw1") % CAPTURE_SOCKETS
     with netlab.entered(sw.name):
-        cap = open_capture(rcvbuf=SMALL_RCVBUF)
+        cap = open_capture(capture_filter(), rcvbuf=SMALL_RCVBUF)
     try:
         with netlab.entered(hv.name):
             with PacketSender("hv0") as tx:
