@@ -14,7 +14,6 @@ RARP is heard. The tombstone keeps the VM's addresses known for that round.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,10 +31,7 @@ from .netlink.records import (
     Neighbor,
 )
 
-NeighKey = tuple[int, IPAddress]
-IPNetwork = (
-    ipaddress.IPv4Network | ipaddress.IPv6Network
-)  # (ifindex, IP): the kernel's own key for a neighbor entry
+NeighKey = tuple[int, IPAddress]  # (ifindex, IP): the kernel's own key for a neighbor entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +85,9 @@ class Mirror:
         # walking every tombstone (50,000 of them after a mass withdrawal).
         self._burials: deque[tuple[float, bytes, NeighKey]] = deque()
         self._uppers_cache: dict[int, tuple[int, ...]] | None = None
-        self._networks_cache: dict[int, list[tuple[IPNetwork, Address]]] = {}
+        # (ifindex, IP version) -> prefixes_of(); valid for one `generation`.
+        self._prefixes: dict[tuple[int, int], tuple[tuple[int, int, IPAddress], ...]] = {}
+        self._prefixes_generation = -1
         # Bumped by every link or address change (and by `reset`): what is derived
         # from links and addresses alone (an L2 domain, `domain.resolve`) may be
         # cached by a reader until this changes. Neighbor changes leave it alone.
@@ -123,7 +121,6 @@ class Mirror:
                     self._neigh_del(key, now)
         elif isinstance(rec, Address):
             self.generation += 1
-            self._networks_cache.pop(rec.index, None)
             per = self.addresses.setdefault(rec.index, {})
             if event.change is Change.NEW:
                 per[rec.address] = rec
@@ -160,7 +157,6 @@ class Mirror:
         self.links = {}
         self.addresses = {}
         self._uppers_cache = None
-        self._networks_cache = {}
         for ev in links:
             self.apply(ev, now)
         for ev in addresses:
@@ -281,17 +277,33 @@ class Mirror:
             a for a in self.addresses.get(ifindex, {}).values() if not a.flags & IFA_F_TENTATIVE
         ]
 
-    def networks_of(self, ifindex: int) -> list[tuple[IPNetwork, Address]]:
-        """`addresses_of` with each address's network, computed once per change
-        (building an ip_network per probe was a measurable part of a burst)."""
-        nets = self._networks_cache.get(ifindex)
-        if nets is None:
-            nets = [
-                (ipaddress.ip_network((a.address, a.prefixlen), strict=False), a)
+    def prefixes_of(self, ifindex: int, version: int) -> tuple[tuple[int, int, IPAddress], ...]:
+        """The usable addresses of `ifindex` of one IP version (no IPv6 link-local) as
+        (network, mask, address), the network and mask as integers, longest prefix
+        first and in the kernel's order among equals. A longest-prefix match is then
+        a scan with one AND per address: `ip_network.__contains__` and the loop
+        around it were the largest part of an announcement's Python before the probe
+        (12.6 of ~35 us, timeit on a loaded machine; 2.0 us this way)."""
+        if self._prefixes_generation != self.generation:
+            self._prefixes = {}
+            self._prefixes_generation = self.generation
+        key = (ifindex, version)
+        got = self._prefixes.get(key)
+        if got is None:
+            bits = 32 if version == 4 else 128
+            ones = (1 << bits) - 1
+            rows = [
+                (a.prefixlen, a.address)
                 for a in self.addresses_of(ifindex)
+                if a.address.version == version and not (version == 6 and a.address.is_link_local)
             ]
-            self._networks_cache[ifindex] = nets
-        return nets
+            rows.sort(key=lambda r: -r[0])  # stable: kernel order among equal prefixes
+            got = tuple(
+                (int(addr) & (ones ^ (ones >> plen)), ones ^ (ones >> plen), addr)
+                for plen, addr in rows
+            )
+            self._prefixes[key] = got
+        return got
 
     def primary_ipv4(self, ifindex: int) -> Address | None:
         for a in self.addresses_of(ifindex):
