@@ -124,7 +124,9 @@ class Config:
 # -- actions -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field on creation, and
+# one is made on the way to every probe's sendto(). Treat it as read-only.
+@dataclass(slots=True)
 class SendFrame:
     egress: int
     frame: bytes
@@ -181,7 +183,7 @@ class TargetState(enum.Enum):
     GAVE_UP = "gave-up"
 
 
-@dataclass
+@dataclass(slots=True)
 class Target:
     ifindex: int
     address: IPAddress
@@ -195,7 +197,7 @@ class Target:
     took_over: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Round:
     mac: bytes
     domain: Domain
@@ -359,8 +361,7 @@ class Engine:
             if not self._log_allowed("unknown-mac", now, fields):
                 return []
             return [self._log("announcement", "info", mac, where, **fields)]
-        rnd = Round(mac, where, now, trigger)
-        targets = rnd.targets
+        targets: dict[IPAddress, Target] = {}
         actions: list[Action] = []
         skipped: list[IPAddress] = []
         probes = 0
@@ -377,8 +378,9 @@ class Engine:
             t = Target(b.neighbor.index, address, src, state)
             if relearn and state is TargetState.PROBING:
                 self._resolve(t, actions)
-            probes += self._probe(rnd, t, now, actions)
+            probes += self._probe(where, mac, t, now, actions)
             targets[address] = t
+        rnd = Round(mac, where, now, trigger, targets)
         self._last_round[key] = now
         self._holddown_queue.append((now, key))
         old = self._rounds.pop(key, None)
@@ -537,7 +539,7 @@ class Engine:
                 t.retry = 0
                 if self.config.relearn:
                     self._resolve(t, actions)
-                self._probe(rnd, t, now, actions)
+                self._probe(rnd.domain, rnd.mac, t, now, actions)
                 self.stats["remote-deleted"] += 1
                 actions.append(
                     self._log(
@@ -616,7 +618,7 @@ class Engine:
             if _refused_remote(t) and due is not None and now >= due:
                 # Its first probe was held back by the probe rate limit: without
                 # one, the VM cannot answer and make-before-break cannot happen.
-                self._probe(rnd, t, now, actions)
+                self._probe(rnd.domain, rnd.mac, t, now, actions)
             elif (
                 t.state is TargetState.PROBING and t.next_probe is not None and now >= t.next_probe
             ):
@@ -625,7 +627,7 @@ class Engine:
                 unresolved = n is None or not n.state & NUD_INCOMPLETE
                 if self.config.relearn and unresolved and t.resolves < self.config.max_resolves:
                     self._resolve(t, actions)
-                self._probe(rnd, t, now, actions)
+                self._probe(rnd.domain, rnd.mac, t, now, actions)
         if expired:
             actions.extend(self._finish(key, rnd, now))
         else:
@@ -718,7 +720,7 @@ class Engine:
         t.resolves += 1
         self.stats["resolves"] += 1
 
-    def _probe(self, rnd: Round, t: Target, now: float, actions: list[Action]) -> int:
+    def _probe(self, d: Domain, mac: bytes, t: Target, now: float, actions: list[Action]) -> int:
         """Probe `t` (sent at once, see `send`) unless the probe rate limit refuses:
         then a drop, and the retry schedule moves on. 1 if a probe was sent."""
         if not self._probe_bucket.take(now):
@@ -726,22 +728,19 @@ class Engine:
             self._schedule_retry(t, now)
             actions += self._drop("rate-limit-probe", t.ifindex, now, address=str(t.address))
             return 0
-        d = rnd.domain
         address, source = t.address, t.source
         if isinstance(address, IPv4Address) and isinstance(source, IPv4Address):
-            frame = self._arp_probe(d.egress_mac, source, rnd.mac, address, d.tag)
+            frame = self._arp_probe(d.egress_mac, source, mac, address, d.tag)
         elif isinstance(address, IPv6Address) and isinstance(source, IPv6Address):
             # Unicast to the VM's MAC, but addressed to its solicited-node
             # multicast address: Linux answers an NS sent to its unicast address
             # with an NA *without* the target link-layer option (ndisc_recv_ns:
             # inc_opt only for a multicast destination), and such an NA cannot
             # complete an INCOMPLETE entry on this side (measured, NOTES.md c2).
-            frame = ns_frame(
-                d.egress_mac, rnd.mac, source, solicited_node(address), address, vid=d.tag
-            )
+            frame = ns_frame(d.egress_mac, mac, source, solicited_node(address), address, vid=d.tag)
         else:  # pragma: no cover - source_address() returns the target's family
             raise AssertionError("source and target of different families")
-        self._now(actions, SendFrame(d.egress, frame, address.version, address, source, rnd.mac))
+        self._now(actions, SendFrame(d.egress, frame, address.version, address, source, mac))
         t.probes += 1
         self._schedule_retry(t, now)
         self.stats[f"probes.ipv{address.version}"] += 1
