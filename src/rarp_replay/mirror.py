@@ -51,6 +51,9 @@ class Binding:
 def _without(entries: tuple[Neighbor, ...], key: NeighKey) -> tuple[Neighbor, ...]:
     """`entries` less the one whose (ifindex, address) is `key`."""
     index, address = key
+    if len(entries) == 1:  # most MACs: no tuple to build
+        n = entries[0]
+        return () if n.index == index and n.address == address else entries
     return tuple(n for n in entries if n.index != index or n.address != address)
 
 
