@@ -29,6 +29,35 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from socket import inet_ntoa
 
+from .counters import (
+    ANNOUNCED,
+    ANNOUNCEMENTS,
+    CONFIRMED,
+    CONFIRMED_BY,
+    COPIES,
+    DROPPED,
+    DUPLICATE,
+    EXCLUDED_PORT,
+    FDB_MOVE,
+    FDB_MOVES,
+    FRAMES,
+    GAVE_UP,
+    NO_SOURCE_ADDRESS,
+    PROBES,
+    RARP,
+    RATE_LIMIT_GLOBAL,
+    RATE_LIMIT_PORT,
+    RATE_LIMIT_PROBE,
+    REMOTE_DELETED,
+    REPLIES,
+    RESOLVES,
+    ROUNDS,
+    ROUNDS_BY,
+    SKIPPED,
+    TAKEOVERS,
+    UNKNOWN_MAC,
+    dropped,
+)
 from .domain import DEFAULT_FABRIC_KINDS, Domain, GlobSet, Ignored, resolve, source_address
 from .frames.arp import ArpRequestTemplate
 from .frames.capture import Announcement, Answer, Captured, classify
@@ -51,7 +80,7 @@ from .netlink.records import (
     IPAddress,
     Neighbor,
 )
-from .ratelimit import KeyedBuckets, TokenBucket
+from .ratelimit import KeyedBuckets, Rate, TokenBucket
 
 # States in which the kernel holds an entry it learned (or can learn) from the
 # host itself: zebra treats these as local neighbors and advertises them.
@@ -63,6 +92,10 @@ _TEMPLATE_CACHE_MAX = 4096
 
 @dataclass(frozen=True)
 class Config:
+    """The engine's settings and their defaults. A field named like a field of
+    `config.Settings` is that setting (`config.engine_config` copies them by
+    name); the others are fixed here."""
+
     # One round per (MAC, L2 domain) within this window. 5 s covers QEMU's
     # burst (5 frames in 0.8 s), OpenStack's announce workaround (that burst
     # three times, a second apart: last frame at ~2.8 s) and ESXi's up to ~8
@@ -102,12 +135,9 @@ class Config:
     # one hypervisor port, and every one of them must be served. They exist so
     # that a host flooding RARPs (multicast or PXE storms) can neither starve
     # other ports nor turn the switch into an ARP cannon.
-    port_rate: float = 2000.0
-    port_burst: float = 20000.0
-    global_rate: float = 5000.0
-    global_burst: float = 40000.0
-    probe_rate: float = 10000.0
-    probe_burst: float = 60000.0
+    port_rate: Rate = Rate(2000.0, 20000.0)
+    global_rate: Rate = Rate(5000.0, 40000.0)
+    probe_rate: Rate = Rate(10000.0, 60000.0)
     # Drop log lines: at most this many per reason in a burst, refilled at 1/s;
     # the next line that gets through says how many were suppressed.
     drop_log_burst: float = 20.0
@@ -255,9 +285,9 @@ class Engine:
         self._holddown_queue: deque[tuple[float, tuple[bytes, tuple[int, int]]]] = deque()
         self._next_housekeeping = 0.0
         c = self.config
-        self._port_buckets = KeyedBuckets(c.port_rate, c.port_burst)
-        self._global_bucket = TokenBucket(c.global_rate, c.global_burst)
-        self._probe_bucket = TokenBucket(c.probe_rate, c.probe_burst)
+        self._port_buckets = KeyedBuckets(*c.port_rate)
+        self._global_bucket = TokenBucket(*c.global_rate)
+        self._probe_bucket = TokenBucket(*c.probe_rate)
         self._drop_logs = KeyedBuckets(1.0, c.drop_log_burst)
         self._drop_reasons: dict[str, int] = {}
         self._suppressed: Counter[str] = Counter()
@@ -282,12 +312,12 @@ class Engine:
         of a flood does not hand the flooder a fresh burst.
         """
         old, self.config = self.config, config
-        if (old.port_rate, old.port_burst) != (config.port_rate, config.port_burst):
-            self._port_buckets = KeyedBuckets(config.port_rate, config.port_burst)
-        if (old.global_rate, old.global_burst) != (config.global_rate, config.global_burst):
-            self._global_bucket = TokenBucket(config.global_rate, config.global_burst)
-        if (old.probe_rate, old.probe_burst) != (config.probe_rate, config.probe_burst):
-            self._probe_bucket = TokenBucket(config.probe_rate, config.probe_burst)
+        if old.port_rate != config.port_rate:
+            self._port_buckets = KeyedBuckets(*config.port_rate)
+        if old.global_rate != config.global_rate:
+            self._global_bucket = TokenBucket(*config.global_rate)
+        if old.probe_rate != config.probe_rate:
+            self._probe_bucket = TokenBucket(*config.probe_rate)
         if old.drop_log_burst != config.drop_log_burst:
             self._drop_logs = KeyedBuckets(1.0, config.drop_log_burst)
         self._set_ports(config)
@@ -306,15 +336,15 @@ class Engine:
 
     def on_capture(self, seen: Captured, ifindex: int, now: float) -> list[Action]:
         """What `frames.capture.classify` made of a frame captured on port `ifindex`."""
-        self.stats["frames"] += 1
+        self.stats[FRAMES] += 1
         if isinstance(seen, Announcement):
-            return self.announce(seen.mac, ifindex, seen.vid, now, trigger="rarp")
+            return self.announce(seen.mac, ifindex, seen.vid, now, trigger=RARP)
         if isinstance(seen, Answer):
             return self._on_answer(seen, ifindex, now)
         if seen is None:
             return []  # an ARP request or NS, or an answer while no round waits
         if not seen.log:
-            self.stats[f"dropped.{seen.reason}"] += 1
+            self.stats[dropped(seen.reason)] += 1
             return []
         mac = format_mac(seen.mac) if seen.mac is not None else None
         return self._drop(seen.reason, ifindex, now, mac=mac, detail=seen.detail)
@@ -334,31 +364,31 @@ class Engine:
         if isinstance(where, Ignored):
             return self._drop(where.reason, ifindex, now, mac=format_mac(mac), detail=where.detail)
         if (self._include or self._exclude) and not self._serves(ifindex, where):
-            return self._drop("excluded-port", ifindex, now, mac=format_mac(mac))
+            return self._drop(EXCLUDED_PORT, ifindex, now, mac=format_mac(mac))
         # Heard on a port this switch serves: copies, fabric and excluded ports
         # are not announcements.
-        self.stats[f"announcements.{trigger}"] += 1
+        self.stats[ANNOUNCED[trigger]] += 1
         if not self._port_buckets.take(ifindex, now):
-            return self._drop("rate-limit-port", ifindex, now, mac=format_mac(mac))
+            return self._drop(RATE_LIMIT_PORT, ifindex, now, mac=format_mac(mac))
         if not self._global_bucket.take(now):
-            return self._drop("rate-limit-global", ifindex, now, mac=format_mac(mac))
-        self.stats["announcements"] += 1
+            return self._drop(RATE_LIMIT_GLOBAL, ifindex, now, mac=format_mac(mac))
+        self.stats[ANNOUNCEMENTS] += 1
         key = (mac, where.key)
         last = self._last_round.get(key)
         if last is not None and now - last < self.config.holddown:
-            self.stats["dropped.duplicate"] += 1
+            self.stats[DROPPED[DUPLICATE]] += 1
             return [self._log("duplicate", "debug", mac, where, since_ms=_ms(now - last))]
         bindings = self.mirror.bindings(mac, where.l3, now)
         if not bindings:
-            self.stats["dropped.unknown-mac"] += 1
+            self.stats[DROPPED[UNKNOWN_MAC]] += 1
             fields: dict[str, object] = {
                 "port": self._ifname(ifindex),
                 "trigger": trigger,
                 "bindings": [],
                 "probes": 0,
-                "result": "unknown-mac",
+                "result": UNKNOWN_MAC,
             }
-            if not self._log_allowed("unknown-mac", now, fields):
+            if not self._log_allowed(UNKNOWN_MAC, now, fields):
                 return []
             return [self._log("announcement", "info", mac, where, **fields)]
         targets: dict[IPAddress, Target] = {}
@@ -397,9 +427,9 @@ class Engine:
         self._rounds[key] = rnd
         self._arm(key, rnd)
         if skipped:
-            self.stats["skipped.no-source-address"] += len(skipped)
-        self.stats["rounds"] += 1
-        self.stats[f"rounds.{trigger}"] += 1
+            self.stats[SKIPPED[NO_SOURCE_ADDRESS]] += len(skipped)
+        self.stats[ROUNDS] += 1
+        self.stats[ROUNDS_BY[trigger]] += 1
         fields = {
             "mac": format_mac(mac),
             "domain": where.name,
@@ -430,11 +460,11 @@ class Engine:
         t = rnd.targets.get(address) if rnd is not None else None
         if rnd is None or t is None:
             return []
-        self.stats["replies"] += 1
+        self.stats[REPLIES] += 1
         if t.state is not TargetState.REMOTE or t.took_over or not self.config.takeover:
             return []
         t.took_over = True
-        self.stats["takeovers"] += 1
+        self.stats[TAKEOVERS] += 1
         return [
             Takeover(t.ifindex, t.address, mac, self.config.neigh_protocol),
             self._log(
@@ -506,13 +536,13 @@ class Engine:
             or not is_unicast(rec.lladdr)
         ):
             return []
-        self.stats["fdb-moves"] += 1
+        self.stats[FDB_MOVES] += 1
         return self.announce(
             rec.lladdr,
             rec.index,
             rec.vlan,
             now,
-            trigger="fdb-move",
+            trigger=FDB_MOVE,
             moved_from=self._ifname(previous.index),
         )
 
@@ -540,7 +570,7 @@ class Engine:
                 if self.config.relearn:
                     self._resolve(t, actions)
                 self._probe(rnd.domain, rnd.mac, t, now, actions)
-                self.stats["remote-deleted"] += 1
+                self.stats[REMOTE_DELETED] += 1
                 actions.append(
                     self._log(
                         "remote-deleted",
@@ -565,8 +595,8 @@ class Engine:
             t.confirmed_at = now
             elapsed = now - rnd.started
             self.confirm_times.append(elapsed)
-            self.stats["confirmed"] += 1
-            self.stats[f"confirmed.ipv{t.address.version}"] += 1
+            self.stats[CONFIRMED] += 1
+            self.stats[CONFIRMED_BY[t.address.version]] += 1
             actions.append(
                 self._log(
                     "confirmed",
@@ -718,7 +748,7 @@ class Engine:
     def _resolve(self, t: Target, actions: list[Action]) -> None:
         self._now(actions, Resolve(t.ifindex, t.address))
         t.resolves += 1
-        self.stats["resolves"] += 1
+        self.stats[RESOLVES] += 1
 
     def _probe(self, d: Domain, mac: bytes, t: Target, now: float, actions: list[Action]) -> int:
         """Probe `t` (sent at once, see `send`) unless the probe rate limit refuses:
@@ -726,7 +756,7 @@ class Engine:
         if not self._probe_bucket.take(now):
             # Keep the schedule moving: the next retry tries again.
             self._schedule_retry(t, now)
-            actions += self._drop("rate-limit-probe", t.ifindex, now, address=str(t.address))
+            actions += self._drop(RATE_LIMIT_PROBE, t.ifindex, now, address=str(t.address))
             return 0
         address, source = t.address, t.source
         if isinstance(address, IPv4Address) and isinstance(source, IPv4Address):
@@ -743,7 +773,7 @@ class Engine:
         self._now(actions, SendFrame(d.egress, frame, address.version, address, source, mac))
         t.probes += 1
         self._schedule_retry(t, now)
-        self.stats[f"probes.ipv{address.version}"] += 1
+        self.stats[PROBES[address.version]] += 1
         return 1
 
     def _schedule_retry(self, t: Target, now: float) -> None:
@@ -784,7 +814,7 @@ class Engine:
             if t.resolves and self._placeholder_left(t.ifindex, t.address):
                 actions.append(RemovePlaceholder(t.ifindex, t.address))
         if gave_up:
-            self.stats["gave-up"] += len(gave_up)
+            self.stats[GAVE_UP] += len(gave_up)
             if log:
                 actions.append(
                     self._log(
@@ -814,12 +844,12 @@ class Engine:
         return True
 
     def _drop(self, reason: str, ifindex: int, now: float, **fields: object) -> list[Action]:
-        self.stats[f"dropped.{reason}"] += 1
+        self.stats[dropped(reason)] += 1
         if not self._log_allowed(reason, now, fields):
             return []
         # Copies of a frame already handled on its ingress port are expected:
         # debug level. Everything else is worth an info line.
-        level = "debug" if reason.endswith("-copy") else "info"
+        level = "debug" if reason in COPIES else "info"
         fields = {k: v for k, v in fields.items() if v}
         return [Log("dropped", level, {"reason": reason, "port": self._ifname(ifindex), **fields})]
 

@@ -24,6 +24,14 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from ..counters import (
+    MALFORMED,
+    MALFORMED_REPLY,
+    NOT_ETHERNET_IPV4,
+    NOT_RARP,
+    NOT_RARP_REQUEST,
+    TARGET_NOT_UNICAST,
+)
 from ..errors import FrameError
 from ..macaddr import is_unicast
 from .arp import (
@@ -94,7 +102,8 @@ class Answer:
 
 @dataclass(slots=True)
 class Drop:
-    """A frame the engine counts as dropped for `reason` (and logs, when `log`)."""
+    """A frame the engine counts as dropped for `reason` (one of `counters.FRAME_DROPS`),
+    and logs, when `log`."""
 
     reason: str
     detail: str | None = None
@@ -187,7 +196,7 @@ def classify(data: bytes, vid: int | None, answers: bool = True) -> Captured:
         # frame handling: exactly what classify_general decides, from fixed offsets.
         tha = data[_RARP_THA : _RARP_THA + ETH_ALEN]
         if not is_unicast(tha):
-            return Drop("target-not-unicast", mac=tha)
+            return Drop(TARGET_NOT_UNICAST, mac=tha)
         return Announcement(tha, vid)
     return classify_general(data, vid, answers)
 
@@ -197,21 +206,21 @@ def classify_general(data: bytes, vid: int | None, answers: bool = True) -> Capt
     try:
         eth = EthernetFrame.parse(data)
     except FrameError as exc:
-        return Drop("malformed", detail=str(exc))
+        return Drop(MALFORMED, detail=str(exc))
     if eth.ethertype in (ETH_P_ARP, ETH_P_IPV6) and not eth.tags:
         return _answer(eth, vid) if answers else None
     if eth.ethertype != ETH_P_RARP:
-        return Drop("not-rarp", detail=f"ethertype 0x{eth.ethertype:04x}")
+        return Drop(NOT_RARP, detail=f"ethertype 0x{eth.ethertype:04x}")
     try:
         pkt = ArpPacket.parse(eth.payload)
     except FrameError as exc:
-        return Drop("malformed", detail=str(exc))
+        return Drop(MALFORMED, detail=str(exc))
     if not pkt.is_ethernet_ipv4:
-        return Drop("not-ethernet-ipv4")
+        return Drop(NOT_ETHERNET_IPV4)
     if pkt.op != ArpOp.RARP_REQUEST:
-        return Drop("not-rarp-request", detail=f"op {pkt.op}")
+        return Drop(NOT_RARP_REQUEST, detail=f"op {pkt.op}")
     if not is_unicast(pkt.tha):
-        return Drop("target-not-unicast", mac=pkt.tha)
+        return Drop(TARGET_NOT_UNICAST, mac=pkt.tha)
     # The tag the kernel moved to PACKET_AUXDATA is the outermost one; a tag still
     # in the frame is either the only one (no offload) or an inner one.
     if vid is None and eth.tags:
@@ -236,5 +245,5 @@ def _answer(eth: EthernetFrame, vid: int | None) -> Answer | Drop | None:
             mac, address = msg.target_ll_mac or eth.src, msg.target
     except FrameError:
         # Anyone may send these: counted, not logged.
-        return Drop("malformed-reply", log=False)
+        return Drop(MALFORMED_REPLY, log=False)
     return Answer(mac, address, vid)
