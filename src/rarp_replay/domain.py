@@ -45,7 +45,7 @@ from .counters import (
     VLAN_PARENT_COPY,
 )
 from .mirror import Mirror
-from .netlink.records import BRIDGE_VLAN_INFO_UNTAGGED, Address, IPAddress, Link
+from .netlink.records import BRIDGE_VLAN_INFO_UNTAGGED, IPAddress, Link
 
 # Devices whose frames come from the fabric, not from a host behind this switch.
 DEFAULT_FABRIC_KINDS = frozenset(
@@ -249,18 +249,12 @@ def source_address(mirror: Mirror, domain: Domain, target: IPAddress) -> IPAddre
     (RFC 4861 7.2.2: the source is an address assigned to the interface).
     """
     version = target.version
-    best: Address | None = None
-    best_len = -1
+    t = int(target)
     for ifindex in domain.l3:
-        for net, a in mirror.networks_of(ifindex):
-            if a.address.version != version:
-                continue
-            if version == 6 and a.address.is_link_local:
-                continue
-            if target in net and a.prefixlen > best_len:
-                best, best_len = a, a.prefixlen
-        if best is not None:
-            return best.address
+        # Longest prefix first: the first network that holds the target is the best.
+        for net, mask, address in mirror.prefixes_of(ifindex, version):
+            if t & mask == net:
+                return address
     if version == 4:
         for ifindex in domain.l3:
             primary = mirror.primary_ipv4(ifindex)
