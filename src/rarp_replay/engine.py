@@ -38,6 +38,7 @@ from .counters import (
     DROPPED,
     DUPLICATE,
     EXCLUDED_PORT,
+    FABRIC_PORT,
     FDB_MOVE,
     FDB_MOVES,
     FRAMES,
@@ -532,7 +533,24 @@ class Engine:
     def on_fdb(self, event: Event, previous: Neighbor | None, now: float) -> list[Action]:
         """A bridge FDB change (AF_BRIDGE RTM_NEWNEIGH) that the mirror has applied;
         `previous` is the entry it replaced. A MAC that moved to a local port
-        gets the same round as a RARP would give it."""
+        gets the same round as a RARP would give it.
+
+        Local or remote is decided by the port, as FRR's zebra decides it
+        (zebra/zebra_neigh.c zebra_neigh_macfdb_update: a PERMANENT entry is
+        dropped, one on a VXLAN device is a network MAC, any other entry is a
+        local MAC, whatever its flags). So `extern_learn` does not stop the
+        trigger: SONiC's fdbsyncd writes the MACs its ASIC learned as `bridge fdb
+        replace MAC dev EthernetN master dynamic extern_learn vlan V`, and that
+        move is the only trigger SONiC gives (it does not trap RARP). A move onto
+        a VXLAN or other fabric port is refused by `domain.resolve` (fabric-port).
+        Not a host's move, and so no trigger: PERMANENT entries (the bridge's own
+        addresses), static ones (NUD_NOARP: written by an operator, or by zebra as
+        an EVPN multihoming sync entry), and entries carrying an activity-notify
+        attribute, which only zebra writes, on the local MACs it installs for an
+        Ethernet segment peer (zebra_evpn_sync_mac_dp_install; the bridge does not
+        report NDA_PROTOCOL for FDB entries, br_fdb.c fdb_fill_info, so this is how
+        zebra's own entries are told apart). The entry's VLAN (NDA_VLAN) picks the
+        domain on a VLAN-filtering bridge."""
         rec = event.record
         if (
             not self.config.fdb_trigger
@@ -541,11 +559,14 @@ class Engine:
             or previous is None
             or rec.lladdr is None
             or previous.index == rec.index
-            or rec.ext_learned  # installed by the control plane: remote, not learned here
-            or rec.state & NUD_PERMANENT  # the bridge's own addresses
+            or rec.state & (NUD_PERMANENT | NUD_NOARP)
+            or rec.notify
             or not is_unicast(rec.lladdr)
         ):
             return []
+        where = self._domain(rec.index, rec.vlan)
+        if isinstance(where, Ignored) and where.reason == FABRIC_PORT:
+            return []  # moved away, to the fabric: the new leaf's business
         self.stats[FDB_MOVES] += 1
         return self.announce(
             rec.lladdr,

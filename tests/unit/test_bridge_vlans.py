@@ -25,6 +25,10 @@ from rarp_replay.netlink.records import (
     AF_INET,
     BRIDGE_VLAN_INFO_PVID,
     BRIDGE_VLAN_INFO_UNTAGGED,
+    FDB_NOTIFY_BIT,
+    FDB_NOTIFY_INACTIVE_BIT,
+    NTF_EXT_LEARNED,
+    NUD_NOARP,
     NUD_REACHABLE,
     Address,
     BridgePort,
@@ -312,6 +316,72 @@ def test_bindings_read_from_the_macvlan_are_written_on_the_svi() -> None:
     assert probe.egress == VLAN10 and probe.source == ip_address("10.0.10.2")
     assert Resolve(VLAN10, ip_address("10.0.10.50")) in actions
     assert not [a for a in actions if getattr(a, "ifindex", None) == V0]
+
+
+def fdb_event(port: int, vid: int, **kw: object) -> Event:
+    """A bridge FDB notification for VM_MAC, through the codec as the daemon reads it."""
+    n = Neighbor(AF_BRIDGE, port, None, VM_MAC, master=BR, vlan=vid, **kw)  # type: ignore[arg-type]
+    [(mtype, _flags, _seq, body)] = c.iter_messages(c.encode(Event(Change.NEW, n)))
+    event = c.decode(mtype, body)
+    assert event is not None
+    return event
+
+
+def remote_vm(m: Mirror, svi: int, ip: str) -> None:
+    n = Neighbor(AF_INET, svi, ip_address(ip), VM_MAC, NUD_NOARP, NTF_EXT_LEARNED, 186)
+    m.apply(Event(Change.NEW, n), 0.0)
+
+
+def test_fdb_move_written_as_extern_learn_triggers_in_the_entry_vlan() -> None:
+    # SONiC's fdbsyncd: `bridge fdb replace MAC dev EthernetN master dynamic extern_learn
+    # vlan V` after the ASIC learned it. Local by its port, as zebra classifies it.
+    m = leaf()
+    remote_vm(m, VLAN20, "10.0.20.50")
+    eng = Engine(m)
+    assert eng.on_event(fdb_event(VX, 20, state=NUD_REACHABLE, flags=NTF_EXT_LEARNED), 0.0) == []
+    acts = eng.on_event(fdb_event(SWP2, 20, state=NUD_REACHABLE, flags=NTF_EXT_LEARNED), 1.0)
+    [probe] = [a for a in acts if isinstance(a, SendFrame)]
+    assert probe.egress == VLAN20 and probe.target == ip_address("10.0.20.50")
+    [ann] = [a for a in acts if getattr(a, "event", None) == "announcement"]
+    assert ann.fields["domain"] == "vlan20" and ann.fields["moved_from"] == "vxlan48"
+    # Moving back to the fabric (the VM left again) starts nothing, logs nothing.
+    assert eng.on_event(fdb_event(VX, 20, state=NUD_REACHABLE, flags=NTF_EXT_LEARNED), 9.0) == []
+    assert eng.stats["fdb-moves"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [
+        ({"state": NUD_NOARP}, "static: an operator's, or zebra's multihoming sync entry"),
+        (
+            {"state": NUD_REACHABLE, "notify": FDB_NOTIFY_BIT},
+            "activity-notify: written by zebra for an Ethernet-segment peer",
+        ),
+        (
+            {"state": NUD_REACHABLE, "notify": FDB_NOTIFY_BIT | FDB_NOTIFY_INACTIVE_BIT},
+            "zebra's entry, marked inactive",
+        ),
+    ],
+)
+def test_fdb_entries_zebra_writes_on_a_local_bond_do_not_trigger(
+    kw: dict[str, int], why: str
+) -> None:
+    m = leaf()
+    remote_vm(m, VLAN10, "10.0.10.50")
+    eng = Engine(m)
+    eng.on_event(fdb_event(VX, 10, state=NUD_REACHABLE, flags=NTF_EXT_LEARNED), 0.0)
+    assert eng.on_event(fdb_event(BOND, 10, flags=NTF_EXT_LEARNED, **kw), 1.0) == [], why
+    assert eng.stats["fdb-moves"] == 0 and eng.stats["rounds"] == 0
+
+
+def test_fdb_move_in_a_vlan_the_port_does_not_carry_is_dropped() -> None:
+    m = leaf()
+    remote_vm(m, VLAN20, "10.0.20.50")
+    eng = Engine(m)
+    eng.on_event(fdb_event(VX, 20, state=NUD_REACHABLE, flags=NTF_EXT_LEARNED), 0.0)
+    acts = eng.on_event(fdb_event(SWP1, 20, state=NUD_REACHABLE), 1.0)
+    assert not [a for a in acts if isinstance(a, SendFrame)]
+    assert eng.stats["dropped.vlan-not-member"] == 1
 
 
 # --- what a real kernel sent ---------------------------------------------------------------

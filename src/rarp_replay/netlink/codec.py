@@ -197,6 +197,7 @@ NDA_SRC_VNI = 11
 NDA_PROTOCOL = 12
 NDA_NH_ID = 13
 NDA_FDB_EXT_ATTRS = 14
+NFEA_ACTIVITY_NOTIFY = 1  # u8, nested in NDA_FDB_EXT_ATTRS
 NDA_FLAGS_EXT = 15  # u32: neighbor flags beyond the 8 bits of ndm_flags, shifted down by 8
 
 # Extended neighbor flags. The kernel keeps one 32-bit flags word per neighbor: the low
@@ -441,6 +442,7 @@ def _decode_neigh_attrs(
     protocol = 0
     master: int | None = None
     vlan: int | None = None
+    notify = 0
     # Attribute loop inlined (no generator, no dict): this is the hot path of a 100k dump.
     while end - pos >= NLA_HDRLEN:
         alen, atype = _attr_unpack(data, pos)
@@ -461,6 +463,10 @@ def _decode_neigh_attrs(
             vlan = _get_u16(data, a, b, "NDA_VLAN")
         elif atype == NDA_FLAGS_EXT:
             flags |= _get_u32(data, a, b, "NDA_FLAGS_EXT") << NTF_EXT_SHIFT
+        elif atype == NDA_FDB_EXT_ATTRS:
+            for ntype, c, d in _attr_spans(data, a, b):
+                if ntype == NFEA_ACTIVITY_NOTIFY:
+                    notify = _get_u8(data, c, d, "NFEA_ACTIVITY_NOTIFY")
         pos += (alen + 3) & ~3
     address: IPAddress | None
     if family == AF_BRIDGE:
@@ -477,7 +483,8 @@ def _decode_neigh_attrs(
             raise NetlinkError(f"NDA_DST: {len(dst)}-byte IPv6 address")
         address = IPv6Address(dst)
     return Event(
-        change, Neighbor(family, index, address, lladdr, state, flags, protocol, master, vlan)
+        change,
+        Neighbor(family, index, address, lladdr, state, flags, protocol, master, vlan, notify),
     )
 
 
@@ -809,6 +816,9 @@ def encode_neigh_body(neigh: Neighbor) -> bytes:
         out.append(_nlattr(NDA_VLAN, _U16.pack(_check_range(neigh.vlan, 16, "vlan"))))
     if flags >> NTF_EXT_SHIFT:
         out.append(_nlattr(NDA_FLAGS_EXT, _U32.pack(flags >> NTF_EXT_SHIFT)))
+    if neigh.notify:
+        notify = _U8.pack(_check_range(neigh.notify, 8, "notify"))
+        out.append(_nlattr(NDA_FDB_EXT_ATTRS | NLA_F_NESTED, _nlattr(NFEA_ACTIVITY_NOTIFY, notify)))
     return b"".join(out)
 
 

@@ -117,11 +117,20 @@ class Neighbor:
     protocol: int = 0  # NDA_PROTOCOL (e.g. 186 = zebra), 0 when absent
     master: int | None = None  # NDA_MASTER (bridge FDB)
     vlan: int | None = None  # NDA_VLAN (bridge FDB)
+    # NDA_FDB_EXT_ATTRS/NFEA_ACTIVITY_NOTIFY of a bridge FDB entry (FDB_NOTIFY_BIT,
+    # FDB_NOTIFY_INACTIVE_BIT), 0 when absent. Only user space sets it (br_fdb.c
+    # fdb_handle_notify); FRR's zebra sets it on every local MAC it writes itself, the
+    # EVPN multihoming sync entries (zebra/rt_netlink.c netlink_macfdb_update_ctx: "nfy").
+    notify: int = 0
 
     @property
     def ext_learned(self) -> bool:
         return bool(self.flags & NTF_EXT_LEARNED)
 
+
+# NFEA_ACTIVITY_NOTIFY bits (linux/neighbour.h).
+FDB_NOTIFY_BIT = 0x01
+FDB_NOTIFY_INACTIVE_BIT = 0x02
 
 # Bridge VLAN flags (linux/if_bridge.h, struct bridge_vlan_info.flags).
 BRIDGE_VLAN_INFO_MASTER = 0x01
