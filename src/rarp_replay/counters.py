@@ -69,8 +69,15 @@ ANNOUNCEMENT_DROPS = (DUPLICATE, UNKNOWN_MAC, RATE_LIMIT_PORT, RATE_LIMIT_GLOBAL
 RATE_LIMIT_PROBE = "rate-limit-probe"
 PROBE_DROPS = (RATE_LIMIT_PROBE,)
 
+# Answers (ARP reply / NA) for an address of an open round that prove nothing: not seen
+# entering through a local port of the domain (only on the SVI or bridge: the bridge's
+# own ARP/ND suppression answered from its neighbor table, br_do_proxy_suppress_arp; or
+# it came in from the fabric). They start no takeover.
+ANSWER_NOT_LOCAL = "answer-not-local"
+ANSWER_DROPS = (ANSWER_NOT_LOCAL,)
+
 # Every reason a `dropped.<reason>` key can carry.
-DROP_REASONS = FRAME_DROPS + IGNORED + ANNOUNCEMENT_DROPS + PROBE_DROPS
+DROP_REASONS = FRAME_DROPS + IGNORED + ANNOUNCEMENT_DROPS + PROBE_DROPS + ANSWER_DROPS
 
 # Addresses of an announced MAC that are not probed.
 NO_SOURCE_ADDRESS = "no-source-address"  # no source address of its family on the L3 interface

@@ -32,6 +32,7 @@ from socket import inet_ntoa
 from .counters import (
     ANNOUNCED,
     ANNOUNCEMENTS,
+    ANSWER_NOT_LOCAL,
     CONFIRMED,
     CONFIRMED_BY,
     COPIES,
@@ -234,6 +235,7 @@ class Target:
     retry: int = 0
     confirmed_at: float | None = None
     took_over: bool = False
+    proven: bool = False  # an answer entered through a local port of the domain
 
 
 @dataclass(slots=True)
@@ -301,6 +303,9 @@ class Engine:
         self._drop_reasons: dict[str, int] = {}
         self._suppressed: Counter[str] = Counter()
         self._domains: dict[tuple[int, int | None], Domain | Ignored] = {}
+        # Answers seen on the SVI of an open round but not (yet) on a port: judged at the
+        # next `tick`, once the frames read with them are handled (see `_on_answer`).
+        self._unproven: list[tuple[tuple[bytes, tuple[int, int]], IPAddress, int, float]] = []
         self._domains_generation = -1
         # (egress MAC, source, VLAN tag) -> the ARP probe of that sender, less the VM.
         self._arp_templates: dict[tuple[bytes, IPv4Address, int | None], ArpRequestTemplate] = {}
@@ -460,17 +465,37 @@ class Engine:
 
     def _on_answer(self, answer: Answer, ifindex: int, now: float) -> list[Action]:
         """An ARP reply or Neighbor Advertisement: is it a VM answering our probe
-        while the control plane's remote entry is in the way? Then take over."""
+        while the control plane's remote entry is in the way? Then take over.
+
+        Only an answer that entered through a local port of the round's domain from
+        the VM's MAC proves the VM is here. The VM's own answer is seen on the port
+        first (its taps run before the bridge's rx handler, __netif_receive_skb_core)
+        and again on the bridge and the SVI after br_pass_frame_up. The bridge's own
+        answer (ARP/ND suppression answering the switch's probe from the neighbor
+        table while the VM's FDB entry points at the VXLAN port: br_dev_xmit ->
+        br_do_proxy_suppress_arp -> br_arp_send, delivered with netif_rx to the bridge
+        device) and an answer that came in from the fabric are seen on the bridge/SVI
+        but never on a local port. So a sighting on a port is the proof, and one on
+        the SVI is held until the frames read with it are done (`tick`): unless the
+        port copy of the same answer proved the address meanwhile (the capture's
+        sockets may hand the two copies over in either order), it is counted as
+        `answer-not-local` and starts nothing."""
         if not self._rounds:
             return []  # the common case on a busy switch: nothing to wait for
         where = self._domain(ifindex, answer.vid)
-        if isinstance(where, Ignored):
-            return []  # the copy seen on the bridge, or an answer from the fabric
         mac, address = answer.mac, answer.address
+        if isinstance(where, Ignored):
+            # A copy on the bridge or an upper device, or a fabric port. The copy on the
+            # SVI that a round probes from (its targets' interface) is the one to judge.
+            key = self._watch.get((ifindex, address))
+            if key is not None and key[0] == mac and key in self._rounds:
+                self._unproven.append((key, address, ifindex, now))
+            return []
         rnd = self._rounds.get((mac, where.key))
         t = rnd.targets.get(address) if rnd is not None else None
         if rnd is None or t is None:
             return []
+        t.proven = True
         self.stats[REPLIES] += 1
         if t.state is not TargetState.REMOTE or t.took_over or not self.config.takeover:
             return []
@@ -646,6 +671,8 @@ class Engine:
     def tick(self, now: float) -> list[Action]:
         """Retries, give-ups and expiry; cheap to call on every wake-up."""
         actions: list[Action] = []
+        if self._unproven:
+            self._judge_unproven(now, actions)
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, key = heapq.heappop(timers)
@@ -663,6 +690,23 @@ class Engine:
                 if self._last_round.get(key) == t and key not in self._rounds:
                     del self._last_round[key]
         return actions
+
+    def _judge_unproven(self, now: float, actions: list[Action]) -> None:
+        """Answers seen only on the SVI since the last `tick`: no port copy proved them."""
+        pending, self._unproven = self._unproven, []
+        for key, address, ifindex, seen in pending:
+            rnd = self._rounds.get(key)
+            t = rnd.targets.get(address) if rnd is not None else None
+            if rnd is None or t is None or t.proven:
+                continue  # the SVI copy of an answer its port copy proved
+            actions += self._drop(
+                ANSWER_NOT_LOCAL,
+                ifindex,
+                now,
+                mac=format_mac(rnd.mac),
+                address=str(address),
+                after_ms=_ms(seen - rnd.started),
+            )
 
     def _run_round(
         self, key: tuple[bytes, tuple[int, int]], rnd: Round, now: float

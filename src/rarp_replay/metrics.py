@@ -141,6 +141,13 @@ COUNTERS: dict[str, CounterSpec] = {
         "Probes not sent because of the global probe rate limit (retried later).",
         ("reason",),
     ),
+    "answers_ignored": CounterSpec(
+        "ARP replies / NAs for an address of an open round that are no proof the VM is "
+        "here: seen only on the SVI or bridge, never entering through a local port "
+        "(answer-not-local: the bridge's own ARP/ND suppression, or an answer from the "
+        "fabric). They start no takeover.",
+        ("reason",),
+    ),
     "send_errors": CounterSpec("Probes the kernel refused to send."),
     "replies": CounterSpec("ARP replies / NAs for an address of an open round, heard."),
     "takeovers": CounterSpec(
@@ -195,6 +202,7 @@ _LABELLED: dict[str, dict[str, str]] = {
     "addresses_skipped": counters.SKIPPED,
     "probes": {f: counters.PROBES[v] for v, f in counters.FAMILIES.items()},
     "probes_dropped": {r: counters.DROPPED[r] for r in counters.PROBE_DROPS},
+    "answers_ignored": {r: counters.DROPPED[r] for r in counters.ANSWER_DROPS},
     "confirmations": {f: counters.CONFIRMED_BY[v] for v, f in counters.FAMILIES.items()},
 }
 # Keys that are the sum of others: exporting them too would double what sum() gives.

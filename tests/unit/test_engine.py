@@ -377,6 +377,48 @@ def test_reply_while_remote_entry_exists_takes_over_once() -> None:
     assert logs(eng.on_netlink(ok, 0.004), "confirmed")
 
 
+def test_vm_answer_is_proven_by_its_port_copy_in_either_order() -> None:
+    # The VM's answer is seen on its port and on the bridge (the SVI here); the capture's
+    # sockets may hand the copies over in either order. One proof, one takeover, and
+    # nothing counted as not local.
+    for order in ((PORT, BR), (BR, PORT)):
+        eng = Engine(switch(remote("192.0.2.10")))
+        eng.on_frame(rarp(), PORT, None, now=0.0)
+        acts = [
+            a
+            for ix in order
+            for a in eng.on_frame(arp_reply_from_vm("192.0.2.10"), ix, None, 0.001)
+        ]
+        acts += eng.tick(0.002)
+        assert [a for a in acts if isinstance(a, Takeover)] == [
+            Takeover(BR, ip_address("192.0.2.10"), VM_MAC, 82)
+        ], order
+        assert eng.stats["replies"] == 1 and eng.stats["dropped.answer-not-local"] == 0, order
+
+
+def test_answer_seen_only_on_the_svi_is_no_proof_and_counted() -> None:
+    # The bridge's ARP suppression answering our probe (br_do_proxy_suppress_arp): the
+    # reply is delivered to the bridge device only, never seen entering through a port.
+    eng = Engine(switch(remote("192.0.2.10"), remote("2001:db8:100::10")))
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), BR, None, 0.0002) == []
+    assert eng.on_frame(na_from_vm("2001:db8:100::10"), BR, None, 0.0003) == []
+    acts = eng.tick(0.001)
+    assert not [a for a in acts if isinstance(a, Takeover)]
+    dropped = [a for a in logs(acts, "dropped") if a.fields["reason"] == "answer-not-local"]
+    assert {a.fields["address"] for a in dropped} == {"192.0.2.10", "2001:db8:100::10"}
+    assert eng.stats["dropped.answer-not-local"] == 2 and eng.stats["replies"] == 0
+    assert eng.stats["takeovers"] == 0
+    # An answer from the fabric (seen on the VXLAN port, then on the bridge) neither.
+    eng.on_frame(arp_reply_from_vm("192.0.2.10"), VX, None, 0.002)
+    eng.on_frame(arp_reply_from_vm("192.0.2.10"), BR, None, 0.002)
+    assert not [a for a in eng.tick(0.003) if isinstance(a, Takeover)]
+    assert eng.stats["dropped.answer-not-local"] == 3
+    # The VM's own answer through its port still takes over afterwards.
+    acts = eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.004)
+    assert Takeover(BR, ip_address("192.0.2.10"), VM_MAC, 82) in acts
+
+
 def test_reply_for_someone_else_or_unknown_round_is_ignored() -> None:
     eng = Engine(switch(remote("192.0.2.10")))
     assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.0) == []  # no round
