@@ -17,6 +17,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from ipaddress import ip_address
 
 import pytest
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
@@ -24,7 +25,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 import netlab
 from daemon_proc import DaemonProc
-from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.frames.arp import arp_request_frame, rarp_request_frame
 
 pytestmark = pytest.mark.netns
 
@@ -380,3 +381,76 @@ def test_vm_reply_replaces_remote_entry_with_local_one(net: Net) -> None:
         # `ip -j` shows extern_learn as a key of its own ("extern_learn": null).
         assert e["lladdr"] == VM_MAC and "extern_learn" not in e and "NOARP" not in e["state"]
         assert e["state"] == ["REACHABLE"] and e.get("protocol") == "82", e
+
+
+def _vm_silent_and_remote_in_fdb(net: Net) -> None:
+    """The VM's MAC where EVPN puts it for a host behind another VTEP (zebra: on the
+    VXLAN port, extern_learn), and the VM silent (no IPv6 chatter to move it back)."""
+    net.vm.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+    net.sw.run("bridge", "fdb", "replace", VM_MAC, "dev", "vxlan100", "master", "extern_learn")
+    netlab.wait_until(
+        lambda: VM_MAC in net.sw.run("bridge", "fdb", "show", "dev", "vxlan100").stdout
+    )
+
+
+def _arp_probe_to_vm(f: netlab.Frame) -> bool:
+    p = Ether(f.data)
+    return ARP in p and p[ARP].op == 1 and p.src == SVI_MAC and p.dst == VM_MAC
+
+
+def test_probe_reaches_the_vm_because_the_fdb_moved_first(net: Net) -> None:
+    """Issue 13: the daemon relies on the FDB pointing at the VM's local port by the
+    time it probes. A probe sent while the MAC is still on the VXLAN port (EVPN's
+    remote entry) is unicast there by the bridge and never reaches the VM (on kernels
+    before 6.16, with neigh_suppress, the bridge also answers it itself: see
+    tests/vm/test_sonic_leaf.py). A RARP makes the bridge learn the MAC on the port
+    first: br_handle_frame_finish() calls br_fdb_update() before br_pass_frame_up()."""
+    _vm_silent_and_remote_in_fdb(net)
+    at_vm = net.vm.capture("eth0", lambda d: d[12:14] == b"\x08\x06")
+    at_fabric = net.remote.capture("vxlan100", lambda d: d[12:14] == b"\x08\x06")
+    # What goes wrong otherwise: the same probe, sent before the move, goes to the fabric.
+    tx = net.sw.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    tx.bind(("br100", 0))
+    mac = bytes.fromhex(VM_MAC.replace(":", ""))
+    svi = bytes.fromhex(SVI_MAC.replace(":", ""))
+    tx.send(arp_request_frame(svi, ip_address("192.0.2.252"), mac, ip_address("192.0.2.10")))
+    tx.close()
+    at_fabric.wait_for(1, match=_arp_probe_to_vm)
+    assert not at_vm.matching(_arp_probe_to_vm)
+    # Now the migration: RARP on swp1, and the daemon's probes.
+    d = DaemonProc(net.sw).ready()
+    net.rarp_from_vm()
+    [line] = d.wait_event("announcement")
+    assert (line["port"], line["trigger"]) == ("swp1", "rarp")
+    got = at_vm.wait_for(2, match=lambda f: _arp_probe_to_vm(f) and not f.outgoing)
+    assert sorted(Ether(f.data)[ARP].pdst for f in got) == sorted(VM_V4)
+    assert VM_MAC in net.sw.run("bridge", "fdb", "show", "dev", "swp1").stdout
+    d.wait_event("takeover", lambda e: e["address"] == "192.0.2.10")
+    # None of the daemon's probes went to the fabric: only the one sent by hand.
+    assert len(at_fabric.matching(_arp_probe_to_vm)) == 1
+    assert d.stop() == 0
+
+
+def test_extern_learn_fdb_move_starts_one_round(net: Net) -> None:
+    """SONiC: no RARP reaches the CPU; fdbsyncd writes the MAC its ASIC learned on a
+    local port as `dynamic extern_learn`. zebra takes that for a local MAC (by its
+    port), and so does the daemon: one round, the VM probed and taken over."""
+    _vm_silent_and_remote_in_fdb(net)
+    d = DaemonProc(net.sw).ready()
+    at_vm = net.vm.capture("eth0", lambda d: d[12:14] == b"\x08\x06")
+    # A static entry (an operator's, or zebra's multihoming sync entry) is no host's move.
+    # (The bridge keeps an entry static through later extern_learn replaces: start over.)
+    net.sw.run("bridge", "fdb", "replace", VM_MAC, "dev", "swp1", "master", "static")
+    net.sw.run("bridge", "fdb", "del", VM_MAC, "dev", "swp1", "master")
+    net.sw.run("bridge", "fdb", "replace", VM_MAC, "dev", "vxlan100", "master", "extern_learn")
+    net.sw.run(
+        "bridge", "fdb", "replace", VM_MAC, "dev", "swp1", "master", "dynamic", "extern_learn"
+    )
+    [line] = d.wait_event("announcement")
+    assert (line["port"], line["trigger"], line["moved_from"]) == ("swp1", "fdb-move", "vxlan100")
+    at_vm.wait_for(2, match=lambda f: _arp_probe_to_vm(f) and not f.outgoing)
+    d.wait_event("takeover", lambda e: e["address"] == "192.0.2.10")
+    # One round, and it was the dynamic move's: the static one started none (else this
+    # one would have been a duplicate within its hold-down).
+    assert len(d.of("announcement")) == 1 and not d.of("duplicate")
+    assert d.stop() == 0
