@@ -19,14 +19,14 @@ VM or VLAN, so its round is its own (a round is per MAC and domain).
 
 from __future__ import annotations
 
-import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from scapy.layers.l2 import ARP, Dot1Q, Ether
+from vlanlab import SLOW, START, kernel_lacks, neigh, probe_to
 
 import netlab
 from daemon_proc import DaemonProc
@@ -41,8 +41,6 @@ VMS = {  # name: (MAC, address, switch port)
     "vm2": ("52:54:00:00:00:14", "10.0.20.12", "swp2"),
     "vm3": ("52:54:00:00:00:1e", "10.0.10.13", "swp3"),
 }
-SLOW = 120.0  # seconds: TCG runs code several times slower than the host
-START = 300.0  # the daemon's start-up under TCG: leaf set-up and start took 107 s at load 10
 
 
 @dataclass
@@ -62,20 +60,6 @@ class Leaf:
         self.tx[vm].send(rarp_request_frame(mac, vid=vid))
 
 
-def kernel_has_vlan_devices(lab: netlab.Lab) -> str | None:
-    """None if this kernel can build the layout, else why not."""
-    probe = lab.netns("probe")
-    for args in (
-        ("link", "add", "br0", "type", "bridge", "vlan_filtering", "1"),
-        ("link", "add", "link", "br0", "name", "vlan10", "type", "vlan", "id", "10"),
-        ("link", "add", "bond1", "type", "bond"),
-    ):
-        r = probe.ip(*args, check=False)
-        if r.returncode != 0:
-            return f"`ip {' '.join(args)}`: {r.stderr.strip()}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def leaf() -> Iterator[Leaf]:
     lab = netlab.Lab()
@@ -86,7 +70,7 @@ def leaf() -> Iterator[Leaf]:
 
 
 def _leaf(lab: netlab.Lab) -> Iterator[Leaf]:
-    missing = kernel_has_vlan_devices(lab)
+    missing = kernel_lacks(lab, ("link", "add", "bond1", "type", "bond"))
     if missing is not None:
         pytest.skip(f"needs a kernel with VLAN filtering, 802.1Q and bond ({missing})")
     sw = lab.netns("sw")
@@ -147,20 +131,6 @@ def _leaf(lab: netlab.Lab) -> Iterator[Leaf]:
     assert daemon.stop() == 0
     for s in tx.values():
         s.close()
-
-
-def probe_to(mac: str) -> Callable[[netlab.Frame], bool]:
-    def match(f: netlab.Frame) -> bool:
-        p = Ether(f.data)
-        return not f.outgoing and ARP in p and p[ARP].op == 1 and p[ARP].hwdst == mac
-
-    return match
-
-
-def neigh(sw: netlab.Netns, ip: str, dev: str) -> dict[str, object]:
-    out = sw.run("ip", "-j", "neigh", "show", ip, "dev", dev).stdout
-    entries = json.loads(out) if out.strip() else []
-    return entries[0] if entries else {}
 
 
 def test_access_port_untagged_is_one_round_on_the_svi(leaf: Leaf) -> None:
