@@ -52,17 +52,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # netlab, for --sockets
-
-import netlab  # noqa: E402
-from rarp_replay import logs  # noqa: E402
-from rarp_replay.daemon import _GROUPS, Daemon, DaemonConfig  # noqa: E402
-from rarp_replay.engine import Engine, SendFrame  # noqa: E402
-from rarp_replay.frames.arp import rarp_request_frame  # noqa: E402
-from rarp_replay.mirror import Mirror  # noqa: E402
-from rarp_replay.netlink.codec import RTM_NEWNEIGH, decode_span, iter_spans  # noqa: E402
-from rarp_replay.netlink.records import (  # noqa: E402
+from rarp_replay import logs
+from rarp_replay.daemon import _GROUPS, Daemon, DaemonConfig
+from rarp_replay.engine import Engine, SendFrame
+from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.mirror import Mirror
+from rarp_replay.netlink.codec import RTM_NEWNEIGH, decode_span, iter_spans
+from rarp_replay.netlink.records import (
     AF_BRIDGE,
     AF_INET,
     NTF_EXT_LEARNED,
@@ -75,8 +71,9 @@ from rarp_replay.netlink.records import (  # noqa: E402
     Link,
     Neighbor,
 )
-from rarp_replay.netlink.socket import RtnlSocket  # noqa: E402
-from rarp_replay.packetsock import PacketSender, RarpCapture, Sighting  # noqa: E402
+from rarp_replay.netlink.socket import RtnlSocket
+from rarp_replay.packetsock import PacketSender, RarpCapture, Sighting
+from tests.support import netlab
 
 LO, BR, PORT = 1, 3, 2  # as in the benchmark namespace: swp1 is created before br100
 SVI_MAC = bytes.fromhex("02b000000001")

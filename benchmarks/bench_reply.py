@@ -45,16 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rarp_replay
+from benchmarks import report
+from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.packetsock import attach_filter
+from tests.support import netlab
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the namespace harness, netlab
-sys.path.insert(0, str(ROOT / "benchmarks"))  # report, when run from elsewhere
-
-import report  # noqa: E402
-
-import netlab  # noqa: E402
-import rarp_replay  # noqa: E402
-from rarp_replay.frames.arp import rarp_request_frame  # noqa: E402
-from rarp_replay.packetsock import attach_filter  # noqa: E402
 
 # --- addressing -----------------------------------------------------------------------------
 # 198.18.0.0/15 is the benchmarking range (RFC 2544) and 2001:db8::/32 the documentation

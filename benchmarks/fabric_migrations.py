@@ -57,11 +57,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # netlab, daemon_proc
-sys.path.insert(0, str(ROOT / "tests" / "fabric"))  # lab
-
-from lab import (  # noqa: E402
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
+from tests.support.fabric import (
     OTHER,
     UNDERLAY,
     VM_IP4,
@@ -72,8 +70,7 @@ from lab import (  # noqa: E402
     NeighEvent,
 )
 
-import netlab  # noqa: E402
-from daemon_proc import DaemonProc  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 HOLDDOWN = 2.0
 SAME_LEAF_GAP = 2.5  # > HOLDDOWN: seconds between two moves to the same leaf

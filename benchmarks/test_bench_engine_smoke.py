@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> dict[str, dict[str, float]]:
     proc = subprocess.run(
-        [sys.executable, str(HERE / "bench_engine.py"), "--n", "300", "--r", "100", *args],
+        [sys.executable, "-m", "benchmarks.bench_engine", "--n", "300", "--r", "100", *args],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,

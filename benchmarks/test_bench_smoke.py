@@ -21,13 +21,14 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
 ]
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_smoke_run_is_complete(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, str(HERE / "bench_reply.py"), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.bench_reply", "--smoke", "--out", str(out)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,

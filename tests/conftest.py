@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import atexit
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import netlab
+from tests.support import netlab
 
 atexit.register(netlab.close_all_labs)
 

@@ -22,7 +22,13 @@ from ipaddress import IPv6Address
 from typing import Any
 
 import pytest
-from lab import (
+
+from rarp_replay.cli.rarp_reply import build_parser
+from rarp_replay.frames.ipv6 import multicast_mac
+from rarp_replay.frames.ndp import na_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
+from tests.support.fabric import (
     OTHER,
     QEMU_RARP_OFFSETS,
     SVI,
@@ -37,12 +43,6 @@ from lab import (
     mac_bytes,
     udp_frame,
 )
-
-import netlab
-from daemon_proc import DaemonProc
-from rarp_replay.cli.rarp_reply import build_parser
-from rarp_replay.frames.ipv6 import multicast_mac
-from rarp_replay.frames.ndp import na_frame
 
 pytestmark = pytest.mark.fabric
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-import netlab
 from rarp_replay import packetsock
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.packetsock import PacketSender, RarpCapture, Sighting
+from tests.support import netlab
 
 pytestmark = pytest.mark.netns
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-import netlab
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.packetsock import (
     CAPTURE_SOCKETS,
@@ -17,6 +16,7 @@ from rarp_replay.packetsock import (
     Sighting,
     rarp_filter,
 )
+from tests.support import netlab
 
 pytestmark = pytest.mark.netns
 

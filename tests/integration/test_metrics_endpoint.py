@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import netlab
 import rarp_replay
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = pytest.mark.netns
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-import netlab
 from rarp_replay.errors import InterfaceError
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.macaddr import parse_mac
@@ -32,6 +31,7 @@ from rarp_replay.packetsock import (
     interface_is_up,
     interface_mac,
 )
+from tests.support import netlab
 
 pytestmark = pytest.mark.netns
 

@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import fuzzing
 import pytest
+
+from tests.reliability import fuzzing
 
 pytestmark = pytest.mark.reliability
 
@@ -74,7 +75,8 @@ def test_atheris_coverage_guided(tmp_path: Path, figures: Callable[[str], None])
     proc = subprocess.run(
         [
             sys.executable,
-            str(Path(__file__).with_name("atheris_target.py")),
+            "-m",
+            "tests.reliability.atheris_target",
             f"-max_total_time={ATHERIS_SECONDS}",
             f"-seed={SEED}",
             f"-artifact_prefix={tmp_path}/",
@@ -83,6 +85,7 @@ def test_atheris_coverage_guided(tmp_path: Path, figures: Callable[[str], None])
         capture_output=True,
         text=True,
         timeout=ATHERIS_SECONDS + 60,
+        cwd=Path(__file__).resolve().parents[2],  # the project root: `tests` is a package there
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

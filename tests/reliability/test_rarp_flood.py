@@ -29,12 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import relab
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.packetsock import CAPTURE_SOCKETS
+from tests.support import netlab, relab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = [pytest.mark.netns, pytest.mark.reliability]
 

@@ -20,12 +20,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-import relab
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.netlink.socket import RtnlSocket
+from tests.support import netlab, relab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = [pytest.mark.netns, pytest.mark.reliability]
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from ipaddress import ip_address
 
 import pytest
-from topology import (
+
+from rarp_replay.domain import Domain, Ignored, resolve, source_address
+from tests.support.topology import (
     BR,
     BR_VLAN,
     MACVLAN,
@@ -17,8 +19,6 @@ from topology import (
     VX,
     switch,
 )
-
-from rarp_replay.domain import Domain, Ignored, resolve, source_address
 
 
 def test_access_port_resolves_to_bridge_svi_with_stacked_macvlan() -> None:

@@ -13,21 +13,6 @@ from scapy.layers.inet6 import (
     IPv6,
 )
 from scapy.layers.l2 import ARP, Dot1Q, Ether
-from topology import (
-    BR,
-    MACVLAN,
-    OTHER_MAC,
-    PORT,
-    PORT2,
-    SVI_MAC,
-    VM_MAC,
-    VX,
-    gone,
-    local,
-    new,
-    remote,
-    switch,
-)
 
 from rarp_replay.engine import (
     Config,
@@ -48,6 +33,21 @@ from rarp_replay.netlink.records import (
     NUD_PERMANENT,
     NUD_STALE,
     Neighbor,
+)
+from tests.support.topology import (
+    BR,
+    MACVLAN,
+    OTHER_MAC,
+    PORT,
+    PORT2,
+    SVI_MAC,
+    VM_MAC,
+    VX,
+    gone,
+    local,
+    new,
+    remote,
+    switch,
 )
 
 VM = format_mac(VM_MAC)

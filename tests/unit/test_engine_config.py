@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from topology import OTHER_MAC, PORT, PORT2, TRUNK_V10, VM_MAC, VX, remote, switch
-
 from rarp_replay.engine import Config, Engine, Log, SendFrame
 from rarp_replay.frames.arp import rarp_request_frame
+from tests.support.topology import OTHER_MAC, PORT, PORT2, TRUNK_V10, VM_MAC, VX, remote, switch
 
 
 def probes(actions: list) -> int:  # type: ignore[type-arg]

@@ -8,7 +8,6 @@ from ipaddress import IPv4Address, ip_address
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from topology import BR, PORT, PORT2, VM_MAC, VX, gone, local, new, remote, switch
 
 from rarp_replay.engine import Engine, SendFrame
 from rarp_replay.errors import FrameError
@@ -16,6 +15,7 @@ from rarp_replay.frames.arp import ArpOp, ArpPacket, arp_request_frame, rarp_req
 from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
 from rarp_replay.macaddr import is_unicast
 from rarp_replay.netlink.records import Address, Link
+from tests.support.topology import BR, PORT, PORT2, VM_MAC, VX, gone, local, new, remote, switch
 
 macs = st.binary(min_size=6, max_size=6)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from topology import BR, OTHER_MAC, PORT, VM_MAC, gone, local, new, remote, switch
 
 import rarp_replay
 from rarp_replay import config, metrics
@@ -25,6 +24,7 @@ from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.listen import format_listen, parse_listen
 from rarp_replay.metrics import COUNTERS, PREFIX, STATS, EngineCollector
 from rarp_replay.netlink.records import AF_INET, NUD_REACHABLE, Neighbor
+from tests.support.topology import BR, OTHER_MAC, PORT, VM_MAC, gone, local, new, remote, switch
 
 SRC = Path(rarp_replay.__file__).parent
 

@@ -45,14 +45,14 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
-from daemon_proc import DaemonProc
-from netlab import Capture, Lab, Netns, run, wait_until
 from rarp_replay.frames.arp import ArpOp, ArpPacket, rarp_request_frame
 from rarp_replay.frames.ethernet import ETH_P_ARP, EthernetFrame
 from rarp_replay.frames.ipv6 import internet_checksum, multicast_mac
 from rarp_replay.frames.ipv6 import solicited_node as solicited_node_of
 from rarp_replay.frames.ndp import ns_frame as build_ns_frame
 from rarp_replay.macaddr import BROADCAST, format_mac
+from tests.support.daemon_proc import DaemonProc
+from tests.support.netlab import Capture, Lab, Netns, run, wait_until
 
 VM_MAC = "52:54:00:aa:00:01"
 VM_IP4 = "192.0.2.10"

@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import netlab
 from rarp_replay.frames.arp import rarp_request
 from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
 from rarp_replay.macaddr import BROADCAST
 from rarp_replay.packetsock import attach_filter
+from tests.support import netlab
 
 SVI = "br100"
 SVI_MAC = bytes.fromhex("02b100000001")
