@@ -74,6 +74,7 @@ from rarp_replay.netlink.records import (
 from rarp_replay.netlink.socket import RtnlSocket
 from rarp_replay.packetsock import PacketSender, RarpCapture, Sighting
 from tests.support import netlab
+from tests.support.netlab import mac_of
 
 LO, BR, PORT = 1, 3, 2  # as in the benchmark namespace: swp1 is created before br100
 SVI_MAC = bytes.fromhex("02b000000001")
@@ -81,10 +82,6 @@ BASE_V4 = int(ipaddress.IPv4Address("198.18.0.2"))
 KIND_BASE = 0xB1
 BATCH = 256  # RarpCapture.recv_batch's default
 PATHS = "engine,fdb,daemon"
-
-
-def mac_of(i: int) -> bytes:
-    return bytes([0x02, KIND_BASE]) + i.to_bytes(4, "big")
 
 
 def build_mirror(n: int, br: int = BR, port: int = PORT) -> Mirror:
@@ -111,7 +108,7 @@ def build_mirror(n: int, br: int = BR, port: int = PORT) -> Mirror:
             AF_INET,
             br,
             ipaddress.IPv4Address(BASE_V4 + i),
-            mac_of(i),
+            mac_of(KIND_BASE, i),
             NUD_NOARP,
             NTF_EXT_LEARNED,
         )
@@ -239,7 +236,7 @@ class Bench:
         self.build_s = time.perf_counter() - t0
         step = max(1, n // r)
         picks = [(i * step) % n for i in range(r)]
-        self.macs = [mac_of(i) for i in picks]
+        self.macs = [mac_of(KIND_BASE, i) for i in picks]
         self.frames = [rarp_request_frame(m) for m in self.macs]
         self.fdb = [fdb_datagram(port, br, m, k) for k, m in enumerate(self.macs)]
 

@@ -26,6 +26,7 @@ import pytest
 from rarp_replay.cli.rarp_reply import build_parser
 from rarp_replay.frames.ipv6 import multicast_mac
 from rarp_replay.frames.ndp import na_frame
+from rarp_replay.macaddr import parse_mac
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
 from tests.support.fabric import (
@@ -40,7 +41,6 @@ from tests.support.fabric import (
     EvpnFabric,
     EvpnUpdate,
     gratuitous_arp_frame,
-    mac_bytes,
     udp_frame,
 )
 
@@ -94,7 +94,7 @@ class Scenario:
         # Whatever sends it (daemon or kernel), a probe from the old leaf's SVI
         # to the VM crosses its br100 as an outgoing frame.
         self.old_probes = self.fabric.ns[self.old].capture(
-            "br100", _is_probe_for_vm(mac_bytes(SVI[self.old][2]))
+            "br100", _is_probe_for_vm(parse_mac(SVI[self.old][2]))
         )
         self.t0 = 0.0
 
@@ -373,7 +373,7 @@ def test_no_rarp_unsolicited_na_triggers_fdb_move_round(
     vm6 = IPv6Address(VM_IP6)
     all_nodes = IPv6Address("ff02::1")
     na = na_frame(
-        mac_bytes(VM_MAC),
+        parse_mac(VM_MAC),
         multicast_mac(all_nodes),
         vm6,
         all_nodes,

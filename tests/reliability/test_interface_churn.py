@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.macaddr import format_mac
 from tests.support import netlab, relab
 from tests.support.daemon_proc import DaemonProc
 
@@ -58,7 +59,7 @@ def test_interface_churn_leaks_nothing_and_new_port_is_served(
     lab: netlab.Lab, figures: Callable[[str], None]
 ) -> None:
     s = relab.Switch.build(lab, ports=1)
-    vm = relab.mac_of(0xC4, 1)
+    vm = netlab.mac_of(0xC4, 1)
     s.batch([relab.Switch.remote_line(relab.v4(40), vm)])
     d = DaemonProc(s.sw).ready()
     pid = d.proc.pid
@@ -87,7 +88,7 @@ def test_interface_churn_leaks_nothing_and_new_port_is_served(
     tx.close()
     vm_side.close()
     assert served_at is not None, "no probe on the port created after the churn"
-    [line] = [e for e in d.of("announcement") if e["mac"] == relab.fmt_mac(vm)]
+    [line] = [e for e in d.of("announcement") if e["mac"] == format_mac(vm)]
     assert line["port"] == "swp9"
 
     rss = sampler.stop()

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.macaddr import format_mac
 from rarp_replay.packetsock import CAPTURE_SOCKETS
 from tests.support import netlab, relab
 from tests.support.daemon_proc import DaemonProc
@@ -62,8 +63,8 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     # The premise of the test: swp2's frames land in a socket of their own, which neither
     # the flooding port nor the bridge device's copies of its flood share.
     assert member["swp2"] not in (member["swp1"], member[relab.SVI]), member
-    known = [relab.mac_of(0x4B, i) for i in range(KNOWN)]
-    legit = relab.mac_of(0x1E, 1)
+    known = [netlab.mac_of(0x4B, i) for i in range(KNOWN)]
+    legit = netlab.mac_of(0x1E, 1)
     s.batch(
         [relab.Switch.remote_line(relab.v4(i), m) for i, m in enumerate(known)]
         + [
@@ -118,7 +119,7 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     phase_b = json.loads(sender.stdout.readline())
     assert sender.wait(timeout=10) == 0
     flood_ended = time.monotonic()
-    heard_in_flood = [e for e in d.of("announcement") if e["mac"] == relab.fmt_mac(legit)]
+    heard_in_flood = [e for e in d.of("announcement") if e["mac"] == format_mac(legit)]
     assert probed_at is not None, (
         f"no probe reached the VM on swp2 after its one burst of {legit_frames} RARPs "
         f"({len(heard_in_flood)} of them heard by the daemon)"
@@ -153,7 +154,7 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     assert stopped.get("dropped_rate-limit-global", 0) == 0
     # Every legitimate RARP the daemon heard became a round for both addresses (its
     # probes then wait for the probe budget like everyone's).
-    heard = [e for e in d.of("announcement") if e["mac"] == relab.fmt_mac(legit)]
+    heard = [e for e in d.of("announcement") if e["mac"] == format_mac(legit)]
     assert heard and all(e["port"] == "swp2" and len(e["bindings"]) == 2 for e in heard)
     growth = max(rss) - rss_ready
     assert growth < RSS_GROWTH_CEILING_KIB, (rss_ready, max(rss))

@@ -50,7 +50,7 @@ from rarp_replay.frames.ethernet import ETH_P_ARP, EthernetFrame
 from rarp_replay.frames.ipv6 import internet_checksum, multicast_mac
 from rarp_replay.frames.ipv6 import solicited_node as solicited_node_of
 from rarp_replay.frames.ndp import ns_frame as build_ns_frame
-from rarp_replay.macaddr import BROADCAST, format_mac
+from rarp_replay.macaddr import BROADCAST, format_mac, parse_mac
 from tests.support.daemon_proc import DaemonProc
 from tests.support.netlab import Capture, Lab, Netns, run, wait_until
 
@@ -93,26 +93,18 @@ NUD_NAMES = {
 RTPROT_ZEBRA = 11
 
 
-def mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
-
-
-def mac_str(raw: bytes) -> str:
-    return format_mac(raw)
-
-
 # Frames the lab sends by hand, built with the project's codecs (string-typed
 # wrappers for the scenarios' convenience).
 
 
 def rarp_frame(mac: str) -> bytes:
     """A QEMU-style RARP request (reverse request, target = sender = the VM's MAC)."""
-    return rarp_request_frame(mac_bytes(mac))
+    return rarp_request_frame(parse_mac(mac))
 
 
 def _arp_request(src_mac: str, src_ip: str, dst_ip: str, eth_dst: bytes) -> bytes:
     # Target hardware address zero, as a resolving host sends it (RFC 826).
-    src = mac_bytes(src_mac)
+    src = parse_mac(src_mac)
     pkt = ArpPacket(
         ArpOp.REQUEST, src, IPv4Address(src_ip).packed, bytes(6), IPv4Address(dst_ip).packed
     )
@@ -121,7 +113,7 @@ def _arp_request(src_mac: str, src_ip: str, dst_ip: str, eth_dst: bytes) -> byte
 
 def arp_request_frame(src_mac: str, src_ip: str, dst_ip: str, dst_mac: str | None = None) -> bytes:
     """An ARP request; unicast to `dst_mac` when given (the original design's probe)."""
-    return _arp_request(src_mac, src_ip, dst_ip, mac_bytes(dst_mac) if dst_mac else BROADCAST)
+    return _arp_request(src_mac, src_ip, dst_ip, parse_mac(dst_mac) if dst_mac else BROADCAST)
 
 
 def ns_frame(
@@ -147,9 +139,9 @@ def ns_frame(
     group = solicited_node_of(target)
     if solicited_node is None:
         solicited_node = dst_mac is None
-    eth_dst = mac_bytes(dst_mac) if dst_mac else multicast_mac(group)
+    eth_dst = parse_mac(dst_mac) if dst_mac else multicast_mac(group)
     return build_ns_frame(
-        mac_bytes(src_mac),
+        parse_mac(src_mac),
         eth_dst,
         IPv6Address(src_ip),
         group if solicited_node else target,
@@ -172,7 +164,7 @@ def udp_frame(
         socket.inet_aton(src_ip), socket.inet_aton(dst_ip),
     )  # fmt: skip
     ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
-    return (mac_bytes(dst_mac) + mac_bytes(src_mac) + b"\x08\x00" + ip + udp).ljust(60, b"\x00")
+    return (parse_mac(dst_mac) + parse_mac(src_mac) + b"\x08\x00" + ip + udp).ljust(60, b"\x00")
 
 
 # --------------------------------------------------------------------------- netlink
@@ -220,7 +212,7 @@ def _parse_neigh(kind: str, payload: bytes, now: float) -> NeighEvent:
     if NDA_DST in attrs:
         raw = attrs[NDA_DST]
         dst = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
-    lladdr = mac_str(attrs[NDA_LLADDR]) if len(attrs.get(NDA_LLADDR, b"")) == 6 else None
+    lladdr = format_mac(attrs[NDA_LLADDR]) if len(attrs.get(NDA_LLADDR, b"")) == 6 else None
     proto = attrs[NDA_PROTOCOL][0] if NDA_PROTOCOL in attrs else None
     return NeighEvent(now, kind, family, ifindex, dst, lladdr, state, flags, proto)
 
@@ -318,7 +310,7 @@ def _parse_evpn_nlri(buf: bytes) -> list[tuple[str, str | None]]:
         if rtype != 2 or len(body) < 23:
             continue
         # RD(8) ESI(10) ETag(4) maclen(1) mac(6) iplen(1) ip
-        mac = mac_str(body[23:29])
+        mac = format_mac(body[23:29])
         iplen = body[29]
         ip = None
         if iplen == 32:

@@ -160,6 +160,12 @@ class Netns:
         return cap
 
 
+def mac_of(kind: int, i: int) -> bytes:
+    """The `i`-th of a family of MACs: 02:<kind>:<i as 4 octets>, locally administered unicast
+    (IEEE 802: bit 1 of the first octet set, bit 0 clear), so it is never a real NIC's."""
+    return bytes([0x02, kind]) + i.to_bytes(4, "big")
+
+
 def access_switch(
     lab: Lab, vm_mac: str, svi_mac: str, vm_addrs: Sequence[str], svi_addrs: Sequence[str]
 ) -> tuple[Netns, Netns]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rarp_replay.frames.arp import rarp_request
 from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
-from rarp_replay.macaddr import BROADCAST
+from rarp_replay.macaddr import BROADCAST, format_mac
 from rarp_replay.packetsock import attach_filter
 from tests.support import netlab
 
@@ -53,15 +53,6 @@ _ARP_OR_IPV6 = [
 ]
 
 
-def mac_of(kind: int, i: int) -> bytes:
-    """A locally administered unicast MAC 02:<kind>:<i as 4 octets>."""
-    return bytes([0x02, kind]) + i.to_bytes(4, "big")
-
-
-def fmt_mac(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
-
-
 def v4(i: int) -> str:
     return str(ipaddress.IPv4Address(BASE_V4 + i))
 
@@ -79,7 +70,7 @@ class Switch:
     @classmethod
     def build(cls, lab: netlab.Lab, ports: int = 2) -> Switch:
         sw = lab.netns("sw")
-        sw.bridge(SVI, mac=fmt_mac(SVI_MAC))
+        sw.bridge(SVI, mac=format_mac(SVI_MAC))
         sw.ip("addr", "add", SVI_V4, "dev", SVI)
         sw.ip("-6", "addr", "add", SVI_V6, "dev", SVI, "nodad")
         s = cls(lab, sw)
@@ -108,7 +99,9 @@ class Switch:
 
     @staticmethod
     def remote_line(ip: str, mac: bytes, op: str = "replace") -> str:
-        return f"neigh {op} {ip} lladdr {fmt_mac(mac)} dev {SVI} nud noarp extern_learn proto zebra"
+        return (
+            f"neigh {op} {ip} lladdr {format_mac(mac)} dev {SVI} nud noarp extern_learn proto zebra"
+        )
 
     def neighbors(self) -> list[str]:
         """`ip -d neigh` lines of the SVI (with `proto` when the entry carries one)."""
