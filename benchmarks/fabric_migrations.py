@@ -183,7 +183,7 @@ class Bench:
         if not fab.vm_behind_hypervisor:
             # The scenario: the old leaf's withdrawal has reached the new leaf
             # (its zebra deleted the remote entry) before the hypervisor announces.
-            gone = self.monitors[new].wait_for(
+            gone = self.monitors[new].first(
                 lambda e: e.kind == "del" and e.dst == VM_IP4, timeout=5.0, since=replugged
             )
         fab.send_rarps("qemu")
@@ -226,7 +226,7 @@ class Bench:
 
         installed: float | None
         try:
-            installed = self.monitors[old].wait_for(is_install, self.timeout, since=t0).time
+            installed = self.monitors[old].first(is_install, self.timeout, since=t0).time
         except AssertionError:
             installed = None
         # Restored at ~60 ms, the old leaf's withdrawal (~100 ms) may still be on

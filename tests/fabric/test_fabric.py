@@ -236,7 +236,7 @@ def test_rarps_and_fdb_move_make_one_round(scenario: Callable[..., Scenario]) ->
     s.assert_restored(VM_IP4)
     # The first RARP also moves the MAC in the new leaf's bridge (from the
     # VXLAN port to the local one): both triggers fire for one migration ...
-    s.monitor_new.wait_for(
+    s.monitor_new.first(
         lambda e: e.family == 7 and e.kind == "new" and e.lladdr == VM_MAC and e.ifindex == hv,
         timeout=1.0,
         since=s.t0 - 0.1,
@@ -261,7 +261,7 @@ def test_direct_attach_withdrawn_before_rarp_restored(scenario: Callable[..., Sc
     # The port vanished from the old leaf, which withdraws at once: wait until
     # the new leaf's zebra has deleted its remote entry, *then* announce, as a
     # hypervisor does after it has resumed the guest.
-    s.monitor_new.wait_for(
+    s.monitor_new.first(
         lambda e: e.kind == "del" and e.dst == VM_IP4, timeout=RESTORE_TIMEOUT, since=replugged
     )
     assert s.fabric.neighbor(s.new, VM_IP4) is None

@@ -81,7 +81,7 @@ def test_interface_churn_leaks_nothing_and_new_port_is_served(
     while served_at is None and time.monotonic() < deadline:
         tx.send(rarp_request_frame(vm))
         try:
-            vm_side.wait_for(lambda f: f[0:6] == vm, timeout=0.5)
+            vm_side.wait_for(match=lambda f: f[0:6] == vm, timeout=0.5)
             served_at = time.monotonic()
         except AssertionError:
             continue  # the RARP beat the daemon to the new port's link notification

@@ -114,7 +114,7 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     legit_frames = len(QEMU_GAPS)
     probed_at: float | None = None
     with contextlib.suppress(AssertionError):
-        at_vm.wait_for(lambda f: f[0:6] == legit, timeout=PHASE_S - 3.0)
+        at_vm.wait_for(match=lambda f: f[0:6] == legit, timeout=PHASE_S - 3.0)
         probed_at = time.monotonic()
     phase_b = json.loads(sender.stdout.readline())
     assert sender.wait(timeout=10) == 0
@@ -130,9 +130,9 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     assert len(heard_in_flood) == legit_frames, (len(heard_in_flood), legit_frames)
 
     # Right after the flood, one RARP is enough again.
-    at_vm.frames.clear()
+    at_vm.clear()
     tx.send(rarp_request_frame(legit))
-    at_vm.wait_for(lambda f: f[0:6] == legit, timeout=5.0)
+    at_vm.wait_for(match=lambda f: f[0:6] == legit, timeout=5.0)
     tx.close()
     assert d.stop() == 0
     stopped_at = time.monotonic()

@@ -133,7 +133,7 @@ def test_sigkill_mid_round_then_restart_leaves_nothing_behind(
     tx = relab.rarp_sender(switch.hosts["h1"])
     tx.send(rarp_request_frame(VM))
     tx.close()
-    vm_side.wait_for(lambda f: f[0:6] == VM and relab.arp_target(f) == ADDRESSES[0])
+    vm_side.wait_for(match=lambda f: f[0:6] == VM and relab.arp_target(f) == ADDRESSES[0])
     vm_side.close()
     assert d2.stop() == 0
     figures(

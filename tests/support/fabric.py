@@ -35,7 +35,6 @@ import socket
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -52,7 +51,7 @@ from rarp_replay.frames.ipv6 import solicited_node as solicited_node_of
 from rarp_replay.frames.ndp import ns_frame as build_ns_frame
 from rarp_replay.macaddr import BROADCAST, format_mac, parse_mac
 from tests.support.daemon_proc import DaemonProc
-from tests.support.netlab import Capture, Lab, Netns, run, wait_until
+from tests.support.netlab import Capture, Lab, Netns, Reader, run, wait_until
 
 VM_MAC = "52:54:00:aa:00:01"
 VM_IP4 = "192.0.2.10"
@@ -217,7 +216,7 @@ def _parse_neigh(kind: str, payload: bytes, now: float) -> NeighEvent:
     return NeighEvent(now, kind, family, ifindex, dst, lladdr, state, flags, proto)
 
 
-class NeighMonitor:
+class NeighMonitor(Reader[NeighEvent]):
     """Background rtnetlink listener (RTMGRP_NEIGH) inside one namespace.
 
     Our own socket rather than `ip monitor`: events are stamped the moment the
@@ -227,62 +226,31 @@ class NeighMonitor:
 
     def __init__(self, ns: Netns) -> None:
         self.ns = ns
-        self.events: list[NeighEvent] = []
-        self._cond = threading.Condition()
-        self._sock = ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self._sock.bind((0, RTMGRP_NEIGH))
-        self._sock.settimeout(0.1)
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        sock = ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((0, RTMGRP_NEIGH))
+        super().__init__(sock, f"{ns.name} rtnetlink")
 
-    def _loop(self) -> None:
-        while not self._stop:
-            try:
-                data = self._sock.recv(1 << 16)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            now = time.time()
-            got = []
-            off = 0
-            while off + 16 <= len(data):
-                mlen, mtype = struct.unpack_from("=IH", data, off)
-                if mlen < 16:
-                    break
-                if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
-                    kind = "new" if mtype == RTM_NEWNEIGH else "del"
-                    got.append(_parse_neigh(kind, data[off + 16 : off + mlen], now))
-                off += (mlen + 3) & ~3
-            with self._cond:
-                self.events.extend(got)
-                self._cond.notify_all()
+    def read(self, sock: socket.socket) -> list[NeighEvent]:
+        data = sock.recv(1 << 16)
+        now = time.time()
+        got = []
+        off = 0
+        while off + 16 <= len(data):
+            mlen, mtype = struct.unpack_from("=IH", data, off)
+            if mlen < 16:
+                break
+            if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                kind = "new" if mtype == RTM_NEWNEIGH else "del"
+                got.append(_parse_neigh(kind, data[off + 16 : off + mlen], now))
+            off += (mlen + 3) & ~3
+        return got
 
-    def matching(self, match: Callable[[NeighEvent], bool]) -> list[NeighEvent]:
-        with self._cond:
-            return [e for e in self.events if match(e)]
-
-    def wait_for(
+    def first(
         self, match: Callable[[NeighEvent], bool], timeout: float = 5.0, since: float = 0.0
     ) -> NeighEvent:
         """First event at or after `since` satisfying `match`; AssertionError after `timeout`."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for e in self.events:
-                    if e.time >= since and match(e):
-                        return e
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no matching neighbour event on {self.ns.name}")
-                self._cond.wait(left)
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=1)
-        self._sock.close()
+        return self.wait_for(timeout=timeout, match=lambda e: e.time >= since and match(e))[0]
 
 
 # --------------------------------------------------------------------------- BGP on the wire

@@ -141,7 +141,7 @@ def arp_target(data: bytes) -> str:
     return str(ipaddress.IPv4Address(data[38:42]))
 
 
-class Tap:
+class Tap(netlab.Reader[bytes]):
     """ARP and IPv6 frames crossing `ifname` in `ns`, kept by `keep`, read by a thread.
 
     ETH_P_ALL (a socket bound to one EtherType never sees outgoing frames: the kernel hands
@@ -150,56 +150,17 @@ class Tap:
     """
 
     def __init__(self, ns: netlab.Netns, ifname: str, keep: Callable[[bytes, int], bool]) -> None:
-        self.frames: list[bytes] = []
         self._keep = keep
-        self._cond = threading.Condition()
         # Protocol 0 until bind(): nothing is queued before the filter is in place.
-        self._sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        attach_filter(self._sock, _ARP_OR_IPV6)
-        self._sock.bind((ifname, ETH_P_ALL))
-        self._sock.settimeout(0.1)
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        attach_filter(sock, _ARP_OR_IPV6)
+        sock.bind((ifname, ETH_P_ALL))
+        super().__init__(sock, f"{ns.name}/{ifname}")
 
-    def _loop(self) -> None:
-        while not self._stop:
-            try:
-                data, addr = self._sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if self._keep(data, addr[2]):
-                with self._cond:
-                    self.frames.append(data)
-                    self._cond.notify_all()
-
-    def matching(self, match: Callable[[bytes], bool] | None = None) -> list[bytes]:
-        with self._cond:
-            return [f for f in self.frames if match is None or match(f)]
-
-    def wait_for(
-        self, match: Callable[[bytes], bool], count: int = 1, timeout: float = 5.0
-    ) -> list[bytes]:
-        got: list[bytes] = []
-
-        def enough() -> bool:
-            nonlocal got
-            got = self.matching(match)
-            return len(got) >= count
-
-        with self._cond:
-            ok = self._cond.wait_for(enough, timeout)
-        if not ok:
-            raise AssertionError(f"saw {len(got)} of {count} expected frames in {timeout}s")
-        return got
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=1)
-        self._sock.close()
+    def read(self, sock: socket.socket) -> list[bytes]:
+        data, addr = sock.recvfrom(2048)
+        return [data] if self._keep(data, addr[2]) else []
 
 
 def probe_tap(ns: netlab.Netns, ifname: str, *, outgoing: bool) -> Tap:
