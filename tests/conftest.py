@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import atexit
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import netlab
+
+# Shared fixtures (lab, net): one home for what several folders use.
+pytest_plugins = ["tests.support.fixtures"]
 
 atexit.register(netlab.close_all_labs)
 
@@ -26,13 +28,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs root for network namespaces"))
         if "fabric" in item.keywords and not (root and frr):
             item.add_marker(pytest.mark.skip(reason="needs root and FRR (apt-get install frr)"))
-
-
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[netlab.Lab]:
-    """A fresh Lab whose namespaces are removed when the test ends, however it ends."""
-    the_lab = netlab.Lab()
-    try:
-        yield the_lab
-    finally:
-        the_lab.close()

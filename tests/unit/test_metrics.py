@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 import rarp_replay
 from rarp_replay import config, metrics
@@ -24,6 +23,7 @@ from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.listen import format_listen, parse_listen
 from rarp_replay.metrics import COUNTERS, PREFIX, STATS, EngineCollector
 from rarp_replay.netlink.records import AF_INET, NUD_REACHABLE, Neighbor
+from tests.support.prometheus import samples
 from tests.support.topology import BR, OTHER_MAC, PORT, VM_MAC, gone, local, new, remote, switch
 
 SRC = Path(rarp_replay.__file__).parent
@@ -33,13 +33,7 @@ def scrape(collector: EngineCollector) -> dict[str, float]:
     """Exposition text -> {'name{label="value",...}': value}, as Prometheus would see it."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    text = generate_latest(registry).decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
+    return samples(generate_latest(registry).decode())
 
 
 def series(key: str) -> str:
