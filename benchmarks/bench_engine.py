@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Micro-benchmark of the daemon's per-RARP path, in-process and without sockets.
 
-    .venv/bin/python benchmarks/bench_engine.py                # N=100,000, R=10,000, 5 reps
-    .venv/bin/python benchmarks/bench_engine.py --profile      # ... plus a cProfile top list
-    .venv/bin/python benchmarks/bench_engine.py --n 1000 --r 200 --reps 2   # seconds
+    .venv/bin/python -m benchmarks.bench_engine                # N=100,000, R=10,000, 5 reps
+    .venv/bin/python -m benchmarks.bench_engine --profile      # ... plus a cProfile top list
+    .venv/bin/python -m benchmarks.bench_engine --n 1000 --r 200 --reps 2   # seconds
 
 What one RARP of a burst costs the daemon, apart from the kernel. The mirror is built the
-way `tests/unit/topology.py` builds its fixtures (records fed to `Mirror.reset`), in the
+way `tests/support/topology.py` builds its fixtures (records fed to `Mirror.reset`), in the
 shape `bench_reply.py` gives the switch namespace: a bridge `br100` with the port `swp1`,
 the SVI addresses 198.18.0.1/15 and 2001:db8:b0::1/64, and N remote entries
 `198.18.x.y lladdr 02:b1:<i> nud noarp extern_learn` on the SVI (one MAC each). R RARPs for

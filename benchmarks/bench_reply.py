@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark `rarp-reply` as a whole process, in network namespaces built for the run.
 
-    sudo .venv/bin/python benchmarks/bench_reply.py                 # full run, ~5 min
-    sudo .venv/bin/python benchmarks/bench_reply.py --smoke         # a few seconds
-    sudo .venv/bin/python benchmarks/bench_reply.py --doc           # also rewrite the docs
+    sudo .venv/bin/python -m benchmarks.bench_reply                 # full run, ~5 min
+    sudo .venv/bin/python -m benchmarks.bench_reply --smoke         # a few seconds
+    sudo .venv/bin/python -m benchmarks.bench_reply --doc           # also rewrite the docs
 
 Topology (both namespaces are made here, named rrt<run-id>b-*, removed at exit):
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Migrate a silent VM back and forth in the two-leaf FRR EVPN lab and time the recovery.
 
-    sudo .venv/bin/python benchmarks/fabric_migrations.py               # 20 per scenario
-    sudo .venv/bin/python benchmarks/fabric_migrations.py -n 5 -s ipv4-direct
-    sudo .venv/bin/python benchmarks/fabric_migrations.py --no-daemon -n 3
+    sudo .venv/bin/python -m benchmarks.fabric_migrations               # 20 per scenario
+    sudo .venv/bin/python -m benchmarks.fabric_migrations -n 5 -s ipv4-direct
+    sudo .venv/bin/python -m benchmarks.fabric_migrations --no-daemon -n 3
 
-Each scenario builds its own `EvpnFabric` (tests/fabric/lab.py: FRR zebra+bgpd
+Each scenario builds its own `EvpnFabric` (tests/support/fabric.py: FRR zebra+bgpd
 on two leaves, all in namespaces named rrt<run-id>-*, removed at exit), starts
 `rarp-reply` on both leaves (not with --no-daemon), and migrates the VM N
 times, alternating leaf1->leaf2 and leaf2->leaf1, announcing each move with

@@ -17,7 +17,7 @@ neighbor garbage collector (gc_thresh1..3 only bound the others), so N can be la
 the kernel's neighbor table is shared by all namespaces, but deleting the namespace
 deletes its bridge and with it every entry.
 
-    sudo python benchmarks/netlink_dump.py --entries 100000
+    sudo .venv/bin/python -m benchmarks.netlink_dump --entries 100000
 """
 
 from __future__ import annotations

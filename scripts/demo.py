@@ -4,7 +4,7 @@
 Run as root (`sudo bash scripts/demo` installs what is needed first). Everything
 happens in network namespaces named rrt<run-id>-*: two FRR leaves (zebra +
 bgpd, iBGP EVPN, VNI 100, ARP suppression), a hypervisor bridge under each, and
-a VM that says nothing by itself. The lab is tests/fabric/lab.py; it is removed
+a VM that says nothing by itself. The lab is tests/support/fabric.py; it is removed
 when the demo ends, however it ends.
 
   1. The VM moves from hv1 to hv2 and the hypervisor sends QEMU's 5 RARPs.

@@ -8,7 +8,7 @@ when nobody answers (this VM never does), and resolved again by the daemon's ret
 an entry binds nothing; left behind, it stays (below gc_thresh1, 128 entries, the kernel's
 garbage collector removes nothing) and answers every lookup of the address with "failed".
 
-tests/integration/test_rarp_reply.py checks only that SIGTERM exits 0 with no round open;
+tests/integration/test_daemon.py checks only that SIGTERM exits 0 with no round open;
 this checks it with placeholders in either state, and what is left after SIGKILL.
 """
 
