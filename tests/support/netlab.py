@@ -21,10 +21,12 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 CLONE_NEWNET = 0x40000000
@@ -44,6 +46,8 @@ _setns_lock = threading.RLock()  # re-entrant: entered() may nest
 RUN_ID = f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"
 
 _live_labs: list[Lab] = []
+
+ROOT = Path(__file__).resolve().parents[2]  # the project root
 
 T = TypeVar("T")
 
@@ -85,6 +89,13 @@ def run(args: Sequence[str], check: bool = True, **kw: Any) -> subprocess.Comple
             f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stdout}{proc.stderr}"
         )
     return proc
+
+
+def run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` from the project root, where `tests` and `benchmarks` import as
+    packages (how the benchmarks and the atheris target run); the exit status is the caller's
+    to check."""
+    return run([sys.executable, "-m", module, *args], check=False, timeout=timeout, cwd=ROOT)
 
 
 def wait_until(
