@@ -1,4 +1,5 @@
-"""Shared fixtures: the namespace lab, and skipping of root-only tests."""
+"""pytest hooks: skipping of root-only (netns) and FRR (fabric) tests, and cleaning up labs on
+exit and SIGTERM. The shared fixtures live in tests/support/fixtures.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from tests.support import netlab
 
-# Shared fixtures (lab, net): one home for what several folders use.
+# The fixtures several folders use (lab, net).
 pytest_plugins = ["tests.support.fixtures"]
 
 atexit.register(netlab.close_all_labs)
