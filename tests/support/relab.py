@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rarp_replay.frames.arp import rarp_request
-from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
+from rarp_replay.frames.ethernet import ETH_P_ARP, ETH_P_IPV6, ETH_P_RARP, EthernetFrame
 from rarp_replay.macaddr import BROADCAST, format_mac
 from rarp_replay.packetsock import attach_filter
 from tests.support import netlab
@@ -36,10 +36,6 @@ SVI_V4 = "198.18.0.1/15"
 SVI_V6 = "2001:db8:b1::1/64"
 BASE_V4 = int(ipaddress.IPv4Address("198.18.1.0"))
 BASE_V6 = int(ipaddress.IPv6Address("2001:db8:b1::1:0"))
-ETH_P_ALL = 0x0003
-ETH_P_ARP = 0x0806
-ETH_P_IPV6 = 0x86DD
-PACKET_OUTGOING = 4
 NEIGH_PROTOCOL = 82  # engine.Config.neigh_protocol: the daemon's own entries
 
 
@@ -155,7 +151,7 @@ class Tap(netlab.Reader[bytes]):
         sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         attach_filter(sock, _ARP_OR_IPV6)
-        sock.bind((ifname, ETH_P_ALL))
+        sock.bind((ifname, netlab.ETH_P_ALL))
         super().__init__(sock, f"{ns.name}/{ifname}")
 
     def read(self, sock: socket.socket) -> list[bytes]:
@@ -167,7 +163,7 @@ def probe_tap(ns: netlab.Netns, ifname: str, *, outgoing: bool) -> Tap:
     """Probes crossing `ifname`: sent through it (outgoing) or received on it."""
 
     def keep(data: bytes, pkttype: int) -> bool:
-        return (pkttype == PACKET_OUTGOING) == outgoing and is_probe(data)
+        return (pkttype == netlab.PACKET_OUTGOING) == outgoing and is_probe(data)
 
     return Tap(ns, ifname, keep)
 
