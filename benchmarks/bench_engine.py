@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any
 
 from rarp_replay import logs
-from rarp_replay.daemon import _GROUPS, Daemon, DaemonConfig
+from rarp_replay.config import Settings
+from rarp_replay.daemon import _GROUPS, Daemon
 from rarp_replay.engine import Engine, SendFrame
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.mirror import Mirror
@@ -279,10 +280,10 @@ class Bench:
             log_path = Path(tmp) / "daemon.log"
             stream = stack.enter_context(log_path.open("w"))
             logger = logs.setup("info", "json", stream=stream)
-            d = Daemon(DaemonConfig(), logger)
+            d = Daemon(Settings(), logger)
             stack.callback(d.close)
             d.mirror = self.mirror
-            d.engine = Engine(self.mirror, d.config.engine)
+            d.engine = Engine(self.mirror, d.engine.config)
             if lab is None:
                 self._prepared(d)
             else:
