@@ -757,7 +757,8 @@ class EvpnFabric:
         return procs
 
     def migrate(self) -> float:
-        """Re-plug the VM's cable to the other hypervisor (or leaf); time.time() when done.
+        """Re-plug the VM's cable to the other hypervisor (or leaf); time.time() when it was
+        moved (returned once the kernel has it up and forwarding).
 
         Moving a veth end to another namespace brings it down; it is
         enslaved and set up again at the destination. The VM sees only a
@@ -768,7 +769,26 @@ class EvpnFabric:
         self.ns[src].ip("link", "set", "vmtap", "netns", self.ns[dst].name)
         self.ns[dst].ip("link", "set", "vmtap", "master", self._bridge_of(dst), "up")
         self.vm_location = dst
-        return time.time()
+        replugged = time.time()
+        # The cable is in when the kernel says so: until linkwatch has seen the carrier
+        # (rate-limited to one run a second, net/core/link_watch.c), both veth ends keep
+        # the noop qdisc and drop what is sent, and the bridge port forwards nothing. A
+        # hypervisor announces a resumed guest through a tap that is up.
+        wait_until(
+            lambda: self._link_up(self.vm, "eth0") and self._forwarding(dst, "vmtap"),
+            timeout=5.0,
+            what="the re-plugged cable up and forwarding",
+        )
+        return replugged
+
+    @staticmethod
+    def _link_up(ns: Netns, ifname: str) -> bool:
+        [link] = json.loads(ns.ip("-j", "link", "show", "dev", ifname).stdout)
+        return bool(link.get("operstate") == "UP")
+
+    def _forwarding(self, where: str, port: str) -> bool:
+        out = self.ns[where].run("bridge", "-j", "link", "show", "dev", port).stdout
+        return any(p.get("state") == "forwarding" for p in json.loads(out or "[]"))
 
     @property
     def vm_leaf(self) -> str:
