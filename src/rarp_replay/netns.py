@@ -33,6 +33,14 @@ class NetnsError(RarpReplayError):
     """The network namespace asked for does not exist or cannot be entered."""
 
 
+class NetnsNotFoundError(NetnsError):
+    """No /run/netns/NAME (or no such path): the namespace is not there (yet).
+
+    A distinct class so the command line can give it a distinct exit code: a
+    unit can then refuse to restart on it (see cli/rarp_reply.EXIT_NO_NETNS).
+    """
+
+
 def path_of(name: str) -> str:
     """/run/netns/NAME for a name as `ip netns add` takes it; a path is used as it is.
 
@@ -57,7 +65,7 @@ def enter(name: str) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise NetnsError(f"network namespace '{name}' not found") from None
+        raise NetnsNotFoundError(f"network namespace '{name}' not found") from None
     except OSError as exc:
         raise NetnsError(f"cannot open network namespace '{name}': {exc.strerror}") from None
     try:
