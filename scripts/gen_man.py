@@ -78,7 +78,11 @@ def parser_options(
         if not action.option_strings or not keep(action) or action.help == argparse.SUPPRESS:
             continue
         help_text = (action.help or "").replace("%(prog)s", parser.prog)
-        out += [".TP", _tag(action.option_strings, _metavar(action)), roff_text(_sentence(help_text))]
+        out += [
+            ".TP",
+            _tag(action.option_strings, _metavar(action)),
+            roff_text(_sentence(help_text)),
+        ]
     return out
 
 
