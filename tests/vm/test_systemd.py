@@ -18,7 +18,7 @@ the runner must provide:
     install together (the rarp-replay package and any dependency the image
     lacks, e.g. python3-prometheus-client fetched on the host with
     `apt-get download`); default dist/rarp-replay_VERSION_all.deb. They are
-    installed with `apt-get install --no-download`: the guest needs no network.
+    installed with `dpkg --install`: the guest needs no network.
   - a writable root (overlay or image copy): the package, its user and drop-ins
     are removed again at the end, but the guest is not the host.
 
@@ -91,12 +91,22 @@ def show(unit: str, *props: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def journal_events(unit: str) -> list[dict[str, Any]]:
-    """The JSON log lines of the unit's current (or last) invocation."""
+def invocation(unit: str) -> str:
+    """A journal match for the unit's current invocation, its Exec*= commands included."""
     inv = show(unit, "InvocationID")["InvocationID"]
-    out = sh("journalctl", f"_SYSTEMD_INVOCATION_ID={inv}", "-o", "cat", "--no-pager").stdout
+    assert inv, f"{unit} has no invocation"
+    return f"_SYSTEMD_INVOCATION_ID={inv}"
+
+
+def journal_text(match: str) -> str:
+    """What the journal holds for one match (FIELD=VALUE)."""
+    return sh("journalctl", match, "-o", "cat", "--no-pager").stdout
+
+
+def journal_events(match: str) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines for one match."""
     events = []
-    for line in out.splitlines():
+    for line in journal_text(match).splitlines():
         try:
             events.append(json.loads(line))
         except json.JSONDecodeError:
@@ -104,18 +114,13 @@ def journal_events(unit: str) -> list[dict[str, Any]]:
     return events
 
 
-def journal_text(unit: str) -> str:
-    inv = show(unit, "InvocationID")["InvocationID"]
-    return sh("journalctl", f"_SYSTEMD_INVOCATION_ID={inv}", "-o", "cat", "--no-pager").stdout
-
-
-def wait_event(unit: str, event: str, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
+def wait_event(match: str, event: str, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
     """Bounded wait for journald to hold `count` lines of `event` (it writes asynchronously)."""
     found: list[dict[str, Any]] = []
 
     def enough() -> bool:
         nonlocal found
-        found = [e for e in journal_events(unit) if e.get("event") == event]
+        found = [e for e in journal_events(match) if e.get("event") == event]
         return len(found) >= count
 
     netlab.wait_until(enough, timeout=timeout, interval=0.2, what=f"{event} in the journal")
@@ -145,14 +150,16 @@ def installed() -> Iterator[None]:
     assert not missing, f"no {missing}: run bash scripts/build-deb on the host first"
     saved = None
     try:
-        sh("apt-get", "install", "-y", "-q", "--no-download", *paths, timeout=600)
+        # dpkg, not apt-get: offline, and apt-get --no-download refuses local files
+        # ("Pathname to install is not absolute", apt 2.6).
+        sh("dpkg", "--install", *paths, timeout=600)
         saved = CONFIG.read_text()
         yield
     finally:
         if saved is not None:
             CONFIG.write_text(saved)
         DROPIN.unlink(missing_ok=True)
-        sh("apt-get", "purge", "-y", "-q", "rarp-replay", check=False, timeout=600)
+        sh("dpkg", "--purge", "rarp-replay", check=False, timeout=600)
         sh("systemctl", "daemon-reload", check=False)
 
 
@@ -165,8 +172,11 @@ def net(installed: None, lab: netlab.Lab) -> Iterator[tuple[netlab.Netns, netlab
     yield sw, vm
 
 
-def assert_serves(unit: str, sw: netlab.Netns, vm: netlab.Netns) -> int:
-    """Active and running after READY=1, capabilities dropped, a RARP probed. The MainPID."""
+def assert_serves(unit: str, sw: netlab.Netns, vm: netlab.Netns) -> tuple[int, str]:
+    """Active and running after READY=1, capabilities dropped, a RARP probed.
+
+    Returns the MainPID and the invocation ID."""
+    inv = invocation(unit)
     state = show(unit, "ActiveState", "SubState", "MainPID", "Type")
     assert (state["Type"], state["ActiveState"], state["SubState"]) == (
         "notify",
@@ -176,7 +186,7 @@ def assert_serves(unit: str, sw: netlab.Netns, vm: netlab.Netns) -> int:
     pid = int(state["MainPID"])
     c = caps_of(pid)
     assert c["CapEff"] == c["CapPrm"] == c["CapBnd"] == KEEP and c["CapInh"] == c["CapAmb"] == 0
-    assert wait_event(unit, "ready")
+    assert wait_event(inv, "ready")
     cap = vm.capture("eth0")
     tx = vm.socket(socket.AF_PACKET, socket.SOCK_RAW)
     try:
@@ -193,9 +203,9 @@ def assert_serves(unit: str, sw: netlab.Netns, vm: netlab.Netns) -> int:
             and Ether(f.data)[ARP].pdst == VM_V4
         ),
     )
-    [line] = wait_event(unit, "announcement")
+    [line] = wait_event(inv, "announcement")
     assert line["port"] == "swp1" and line["probes"] == 1
-    return pid
+    return pid, inv
 
 
 def test_package_installs_disabled_and_stopped(installed: None) -> None:
@@ -219,7 +229,7 @@ def test_service_start_reload_stop(net: tuple[netlab.Netns, netlab.Netns]) -> No
     sh("systemctl", "daemon-reload")
     try:
         sh("systemctl", "start", unit)  # returns once READY=1 came (Type=notify)
-        pid = assert_serves(unit, sw, vm)
+        pid, inv = assert_serves(unit, sw, vm)
         run_dir = os.stat("/run/rarp-replay")
         assert oct(run_dir.st_mode & 0o777) == "0o750"
         assert run_dir.st_gid == int(sh("getent", "group", "rarp-replay").stdout.split(":")[2])
@@ -227,7 +237,7 @@ def test_service_start_reload_stop(net: tuple[netlab.Netns, netlab.Netns]) -> No
         # A good file: reload succeeds, the daemon applies it in place.
         CONFIG.write_text('log-format = "json"\nlog-level = "debug"\nholddown = 7.0\n')
         sh("systemctl", "reload", unit)
-        [reloaded] = wait_event(unit, "reloaded")
+        [reloaded] = wait_event(inv, "reloaded")
         assert "holddown" in json.dumps(reloaded)
         assert int(show(unit, "MainPID")["MainPID"]) == pid
 
@@ -237,17 +247,20 @@ def test_service_start_reload_stop(net: tuple[netlab.Netns, netlab.Netns]) -> No
         bad = sh("systemctl", "reload", unit, check=False)
         assert bad.returncode != 0
         netlab.wait_until(
-            lambda: "holdown: unknown key" in journal_text(unit), timeout=10, interval=0.2
+            lambda: "holdown: unknown key" in journal_text(inv), timeout=10, interval=0.2
         )
-        assert [e for e in journal_events(unit) if e.get("event") == "reload-failed"] == []
-        assert len([e for e in journal_events(unit) if e.get("event") == "reloaded"]) == 1
+        assert [e for e in journal_events(inv) if e.get("event") == "reload-failed"] == []
+        assert len([e for e in journal_events(inv) if e.get("event") == "reloaded"]) == 1
         state = show(unit, "ActiveState", "MainPID")
         assert state == {"ActiveState": "active", "MainPID": str(pid)}
 
         sh("systemctl", "stop", unit)
         after = show(unit, "ActiveState", "Result", "ExecMainStatus")
         assert after == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}
-        assert wait_event(unit, "stopped")
+        # By PID: journald may no longer tie the last lines of a process whose cgroup is
+        # gone to the invocation (measured: the `stopped` line had no invocation match).
+        [stopped] = wait_event(f"_PID={pid}", "stopped")
+        assert stopped["signal"] == "SIGTERM"
     finally:
         sh("systemctl", "stop", unit, check=False)
         DROPIN.unlink(missing_ok=True)
@@ -259,9 +272,12 @@ def test_template_serves_its_namespace(net: tuple[netlab.Netns, netlab.Netns]) -
     unit = f"rarp-reply@{sw.name}.service"
     try:
         sh("systemctl", "start", unit)
-        assert_serves(unit, sw, vm)  # CAP_SYS_ADMIN (setns) gone: 0000000000003000
+        pid, inv = assert_serves(unit, sw, vm)  # CAP_SYS_ADMIN (setns) gone: 0000000000003000
+        [entered] = wait_event(inv, "netns")
+        assert entered["path"] == f"/run/netns/{sw.name}"
         sh("systemctl", "stop", unit)
         assert show(unit, "Result")["Result"] == "success"
+        assert wait_event(f"_PID={pid}", "stopped")
     finally:
         sh("systemctl", "stop", unit, check=False)
 
@@ -272,6 +288,7 @@ def test_template_without_its_namespace_fails_once(installed: None, lab: netlab.
     unit = f"rarp-reply@{name}.service"
     try:
         assert sh("systemctl", "start", unit, check=False).returncode != 0
+        inv = invocation(unit)  # a failed unit keeps it
         netlab.wait_until(
             lambda: show(unit, "ActiveState")["ActiveState"] == "failed", timeout=10, interval=0.2
         )
@@ -284,6 +301,6 @@ def test_template_without_its_namespace_fails_once(installed: None, lab: netlab.
             "NRestarts": "0",
             "ExecMainStatus": str(EXIT_NO_NETNS),
         }
-        assert f"network namespace '{name}' not found" in journal_text(unit)
+        assert f"network namespace '{name}' not found" in journal_text(inv)
     finally:
         sh("systemctl", "reset-failed", unit, check=False)
