@@ -19,7 +19,7 @@ import ctypes
 import errno
 import os
 
-from .errors import CapabilityError, RarpReplayError
+from .errors import CapabilityError, NetnsError, NetnsNotFoundError
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"  # where `ip netns add NAME` bind-mounts the namespace
@@ -27,18 +27,6 @@ NETNS_RUN_DIR = "/run/netns"  # where `ip netns add NAME` bind-mounts the namesp
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.setns.restype = ctypes.c_int
-
-
-class NetnsError(RarpReplayError):
-    """The network namespace asked for does not exist or cannot be entered."""
-
-
-class NetnsNotFoundError(NetnsError):
-    """No /run/netns/NAME (or no such path): the namespace is not there (yet).
-
-    A distinct class so the command line can give it a distinct exit code: a
-    unit can then refuse to restart on it (see cli/rarp_reply.EXIT_NO_NETNS).
-    """
 
 
 def path_of(name: str) -> str:
