@@ -13,14 +13,25 @@ import sys
 from .. import __version__, config, logs
 from ..config import Settings
 from ..daemon import Daemon
-from ..errors import CapabilityError, ConfigError, NetlinkError, RarpReplayError
+from ..errors import (
+    CapabilityError,
+    ConfigError,
+    NetlinkError,
+    NetnsNotFoundError,
+    RarpReplayError,
+)
 
 PROG = "rarp-reply"
 
 # Exit codes: 0 stopped by SIGTERM/SIGINT (or --check-config passed),
-# 1 a runtime failure (privileges, sockets, netlink), 2 bad flags or config.
+# 1 a runtime failure (privileges, sockets, netlink), 2 bad flags or config,
+# 6 the network namespace to serve does not exist. 6 is LSB's "program is not
+# configured" (systemd shows it as status=6/NOTCONFIGURED): restarting cannot
+# make a namespace appear, so the units list 2 and 6 in RestartPreventExitStatus=
+# instead of restart-looping every RestartSec= until the start limit.
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_NO_NETNS = 6
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         daemon.open()
         return daemon.run()
+    except NetnsNotFoundError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_NO_NETNS
     except (CapabilityError, NetlinkError, RarpReplayError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
