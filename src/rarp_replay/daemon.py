@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from . import capabilities, config, logs, netns
+from . import __version__, capabilities, config, control, controlsock, logs, netns
 from .config import ConfigError, Settings
 from .engine import (
     Action,
@@ -35,7 +35,13 @@ from .engine import (
     SendFrame,
     Takeover,
 )
-from .errors import CapabilityError, InterfaceError, NetlinkError, NetlinkOverrunError
+from .errors import (
+    CapabilityError,
+    InterfaceError,
+    NetlinkError,
+    NetlinkOverrunError,
+    RarpReplayError,
+)
 from .logs import emit, emit_fields
 from .macaddr import format_mac
 from .mirror import Mirror
@@ -75,6 +81,7 @@ class DaemonConfig:
     # buffer of that order absorbs a mass change without ENOBUFS.
     netlink_rcvbuf: int = 32 << 20
     metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
+    control_socket: str | None = None  # None: controlsock.socket_path() for the namespace
     settings: Settings = field(default_factory=Settings)
 
     @classmethod
@@ -104,6 +111,7 @@ class DaemonConfig:
             netlink_rcvbuf=s.netlink_rcvbuf,
             metrics=s.metrics,
             netns=s.netns,
+            control_socket=s.control_socket,
             settings=s,
         )
 
@@ -122,6 +130,11 @@ class Daemon:
         self._reload_settings = reload
         self._stop_signal: int | None = None
         self._hup = False
+        self._usr1 = False
+        self._started = time.monotonic()
+        self.history = control.History()  # the last rounds per MAC, for `show`
+        self.control: controlsock.ControlServer | None = None
+        self._lock: socket.socket | None = None
         self.metrics: MetricsServer | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -134,6 +147,9 @@ class Daemon:
             # Before any socket: a socket serves the namespace it was created in.
             path = netns.enter(self.config.netns)
             emit(self.log, "netns", "info", netns=self.config.netns, path=path)
+        # Before anything touches the namespace (the clean-up of leftover placeholders
+        # below would delete those of a daemon already serving it).
+        self._lock = controlsock.claim_namespace()
         needed = [capabilities.CAP_NET_RAW]
         if not self.config.dry_run:
             needed.append(capabilities.CAP_NET_ADMIN)
@@ -163,11 +179,63 @@ class Daemon:
         )
         self.sender = PacketSender()
         self._load_ms = _ms(time.monotonic() - started)
+        self._open_control()
         # Last in open(): whatever needs more than the kept capabilities (setns,
         # SO_RCVBUFFORCE, a privileged port) must happen above this line.
         self.drop_privileges()
         if self.metrics is not None:
             self.metrics.start()  # after the drop: see MetricsServer
+
+    def _open_control(self) -> None:
+        """The control socket: a diagnostic aid, so a failure is a warning, not an exit."""
+        path = self.config.control_socket
+        try:
+            if path is None:
+                path = controlsock.socket_path(self.config.netns)
+            self.control = controlsock.ControlServer(path, self._control_answer)
+        except (OSError, RarpReplayError) as exc:
+            emit(self.log, "control-error", "warning", path=path, error=str(exc))
+        else:
+            emit(self.log, "control-listening", "info", path=path)
+
+    def _control_state(self) -> control.State:
+        capture = getattr(self, "capture", None)
+        return control.State(
+            engine=self.engine,
+            mirror=self.mirror,
+            history=self.history,
+            version=__version__,
+            pid=os.getpid(),
+            started=self._started,
+            netns=self.config.netns,
+            settings=self.config.settings.as_dict(),
+            capture=capture.statistics() if capture is not None else None,
+            capture_sockets=len(capture.members) if capture is not None else 0,
+            extra={"dry_run": self.config.dry_run},
+        )
+
+    def _control_answer(self, line: bytes, now: float) -> dict[str, object]:
+        self.history.sweep(self.engine)
+        return control.handle(line, self._control_state(), now)
+
+    def log_status(self) -> None:
+        """SIGUSR1: what `rarp-replyctl status` shows, as two log lines."""
+        doc = control.status(self._control_state(), time.monotonic())
+        cap = doc["capture"]
+        emit(
+            self.log,
+            "status",
+            "info",
+            version=doc["version"],
+            uptime_s=doc["uptime_s"],
+            netns=doc["netns"] or "",
+            rounds_in_flight=doc["rounds_in_flight"],
+            capture_received=cap["received"],
+            capture_dropped=cap["dropped"],
+            **{f"mirror_{k}": v for k, v in doc["mirror"].items()},
+            **{k.replace(".", "_"): v for k, v in doc["counters"].items()},
+        )
+        emit(self.log, "settings", "info", **doc["settings"])
 
     def drop_privileges(self) -> None:
         """Keep CAP_NET_RAW and CAP_NET_ADMIN (those held: never gained); drop the rest.
@@ -250,6 +318,7 @@ class Daemon:
         """Serve until SIGTERM/SIGINT; returns the exit code (0)."""
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         old_hup = signal.signal(signal.SIGHUP, self._on_signal)
+        old_usr1 = signal.signal(signal.SIGUSR1, self._on_signal)
         old_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         # Serving from here on: signal handlers are in place, sockets are open.
         emit(
@@ -267,13 +336,24 @@ class Daemon:
         for fd in (*captures, self.events.fileno(), self._wake_r):
             poller.register(fd, select.POLLIN)
         ev_fd = self.events.fileno()
+        lock_fd = -1
+        if self._lock is not None:
+            lock_fd = self._lock.fileno()
+            poller.register(lock_fd, select.POLLIN)
+        ctl = self.control
+        if ctl is not None:
+            ctl.attach(poller)
         logs.batch(True)
         try:
             while self._stop_signal is None:
                 now = time.monotonic()
                 deadline = self.engine.next_deadline()
                 wait = _TICK if deadline is None else max(0.0, min(_TICK, deadline - now))
-                ready = {fd for fd, _ in poller.poll(wait * 1000)}
+                ctl_due = ctl.next_deadline() if ctl is not None else None
+                if ctl_due is not None:
+                    wait = max(0.0, min(wait, ctl_due - now))
+                polled = poller.poll(wait * 1000)
+                ready = {fd for fd, _ in polled}
                 # Frames first: when a RARP and the FDB notification it caused
                 # arrive together, the round is the RARP's (the earlier, more
                 # specific signal); the FDB move then finds it in hold-down.
@@ -285,9 +365,22 @@ class Daemon:
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 64)
+                if lock_fd in ready and self._lock is not None:
+                    controlsock.drain_lock(self._lock)
+                if ctl is not None:
+                    # After the capture and netlink: a request waits for them, not
+                    # the other way round; each step is non-blocking.
+                    now = time.monotonic()
+                    for fd, ev in polled:
+                        if ctl.owns(fd):
+                            ctl.on_ready(fd, ev, now)
+                    ctl.expire(now)
                 if self._hup:
                     self._hup = False
                     self.reload()
+                if self._usr1:
+                    self._usr1 = False
+                    self.log_status()
                 self._do(self.engine.tick(time.monotonic()))
                 if self.metrics is not None:
                     self.metrics.drain()
@@ -299,6 +392,7 @@ class Daemon:
             for s, h in old.items():
                 signal.signal(s, h)
             signal.signal(signal.SIGHUP, old_hup)
+            signal.signal(signal.SIGUSR1, old_usr1)
         emit(
             self.log,
             "stopped",
@@ -312,6 +406,8 @@ class Daemon:
         # Only flags here: the loop acts on them (the wake-up fd ends its poll).
         if signum == signal.SIGHUP:
             self._hup = True
+        elif signum == signal.SIGUSR1:
+            self._usr1 = True
         else:
             self._stop_signal = signum
 
@@ -402,6 +498,8 @@ class Daemon:
     # -- actions ---------------------------------------------------------------
 
     def _do(self, actions: list[Action]) -> None:
+        if actions:
+            self.history.feed(actions, time.monotonic())
         for a in actions:
             if isinstance(a, Log):
                 emit_fields(self.log, a.event, a.level, a.fields)
@@ -505,6 +603,10 @@ class Daemon:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        if self.control is not None:
+            self.control.close()
+        if self._lock is not None:
+            self._lock.close()
         for name in ("capture", "sender", "events", "requests"):
             sock = getattr(self, name, None)
             if sock is not None:

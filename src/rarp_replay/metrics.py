@@ -151,6 +151,9 @@ COUNTERS: dict[str, CounterSpec] = {
         "Addresses the kernel learned as local neighbors during a round.", ("family",)
     ),
     "gave_up": CounterSpec("Addresses not confirmed within the give-up time."),
+    "cut_short": CounterSpec(
+        "Addresses still followed when the daemon stopped (SIGTERM/SIGINT): not gave-up."
+    ),
     "netlink_redumps": CounterSpec(
         "Full re-reads of the kernel tables after the kernel dropped notifications (ENOBUFS)."
     ),
@@ -213,6 +216,7 @@ STATS: dict[str, tuple[str, tuple[str, ...]] | None] = {
     **{f"confirmed.{f}": ("confirmations", (f,)) for f in FAMILIES},
     "confirmed": None,  # = confirmed.*
     "gave-up": ("gave_up", ()),
+    "cut-short": ("cut_short", ()),
     "netlink.redumps": ("netlink_redumps", ()),
     "netlink.errors": ("netlink_errors", ()),
     "reloads": ("config_reloads", ()),
