@@ -143,7 +143,14 @@ def _rate_text(text: str) -> tuple[float, float]:
         burst = float(burst_s) if burst_s else rate
     except ValueError:
         raise ValueError(f"expected RATE[/BURST], got {text!r}") from None
-    return _rate_pair(rate, burst)
+    try:
+        return _rate_pair(rate, burst)
+    except ValueError:
+        # The text as given: "got 0/0" for "0" (the burst defaults to the rate) misled.
+        raise ValueError(
+            f"expected RATE[/BURST] with RATE > 0 per second and BURST >= 1 "
+            f"(default: RATE), got {text!r}"
+        ) from None
 
 
 def _rate_toml(value: Any) -> tuple[float, float]:

@@ -457,15 +457,15 @@ def _render_status(d: Mapping[str, Any]) -> str:
     cap = d["capture"]
     lines = [
         f"rarp-reply {d['version']}, pid {d['pid']}, up {d['uptime_s']} s, "
-        f"namespace {d['netns'] or '(its own)'}",
+        f"namespace {d['netns'] or '(not a named one)'}",
         f"rounds in flight: {d['rounds_in_flight']}",
         f"capture: {cap['sockets']} sockets, {cap['received']} frames received, "
         f"{cap['dropped']} dropped by the kernel",
         "mirror: " + ", ".join(f"{k} {v}" for k, v in d["mirror"].items()),
-        "counters:",
+        "counters:" if d["counters"] else "counters: all zero",
         *(f"  {k} {v}" for k, v in d["counters"].items()),
         "settings:",
-        *(f"  {k} = {v}" for k, v in d["settings"].items()),
+        *(f"  {k} = {json.dumps(v)}" for k, v in d["settings"].items()),
     ]
     return "\n".join(lines) + "\n"
 

@@ -70,6 +70,14 @@ def _netns_name_of(st: os.stat_result) -> str | None:
     return None
 
 
+def current_netns_name() -> str | None:
+    """The `ip netns` name of this process's network namespace (None: it has none)."""
+    try:
+        return _netns_name_of(os.stat("/proc/self/ns/net"))
+    except OSError:
+        return None
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)[:100]
 
