@@ -202,7 +202,7 @@ class ControlServer:
             finally:
                 os.umask(old)
             os.chmod(path, SOCKET_MODE)
-            self.sock.listen(max_clients)
+            self.sock.listen(64)  # queued until accepted; beyond max_clients, closed
         except BaseException:
             self.sock.close()
             raise
