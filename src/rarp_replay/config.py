@@ -130,9 +130,7 @@ BOOL = Kind(None, lambda t: t, _bool, lambda v: "true" if v else "false")
 def _rate_pair(rate: Any, burst: Any) -> tuple[float, float]:
     r, b = _number(rate), _number(burst)
     if not (math.isfinite(r) and math.isfinite(b)) or r <= 0 or b < 1:
-        raise ValueError(
-            f"expected RATE[/BURST] with RATE > 0 per second and BURST >= 1, got {r:g}/{b:g}"
-        )
+        raise ValueError(f"rate must be > 0 and burst >= 1, got {r:g}/{b:g}")
     return r, b
 
 
@@ -148,8 +146,8 @@ def _rate_text(text: str) -> tuple[float, float]:
     except ValueError:
         # The text as given: "got 0/0" for "0" (the burst defaults to the rate) misled.
         raise ValueError(
-            f"expected RATE[/BURST] with RATE > 0 per second and BURST >= 1 "
-            f"(default: RATE), got {text!r}"
+            f"rate must be > 0 (per second) and burst >= 1 (default: the rate): "
+            f"expected RATE[/BURST], got {text!r}"
         ) from None
 
 
