@@ -22,7 +22,7 @@ import ipaddress
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,7 @@ MAX_REQUEST = 1024
 COMMANDS = ("status", "rounds", "show")
 # Round history: rounds kept per MAC, and MACs kept (least recently touched go first).
 PER_MAC = 4
-MACS = 4096
+MACS = 1024
 # Timeline entries kept per round (a round probes each address at most ~7 times).
 TIMELINE_MAX = 64
 
@@ -118,7 +118,7 @@ def nud_text(state: int) -> str:
 # -- round history ---------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class RoundRecord:
     """What the log said about one round (or one announcement that started none)."""
 
@@ -129,15 +129,35 @@ class RoundRecord:
     wall: float  # time.time() then
     port: str = ""
     bindings: list[str] = field(default_factory=list)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
+    # (ms since the start, event, the Log's fields or the probed address): kept raw,
+    # turned into text only when asked (str() of an IPv6 address is ~10 us of Python,
+    # the same order as the daemon's whole work for one RARP).
+    timeline: list[tuple[float, str, object]] = field(default_factory=list)
     result: str | None = None  # set when the announcement started no round
+    probed: list[IPAddress] = field(default_factory=list)  # keys it holds in History
     confirmed: int = 0
     gave_up: int = 0
     ended: bool = False
 
-    def add(self, event: str, at_ms: float, **fields: Any) -> None:
+    def add(self, event: str, at_ms: float, what: object) -> None:
         if len(self.timeline) < TIMELINE_MAX:
-            self.timeline.append({"at_ms": at_ms, "event": event, **fields})
+            self.timeline.append((at_ms, event, what))
+
+    def events(self) -> list[dict[str, Any]]:
+        """The timeline as documents, in time order."""
+        out = []
+        for at_ms, event, what in sorted(self.timeline, key=lambda e: e[0]):
+            doc: dict[str, Any] = {"at_ms": at_ms, "event": event}
+            if isinstance(what, Mapping):
+                doc.update(
+                    (k, v) for k, v in what.items() if k not in ("mac", "domain", "after_ms")
+                )
+            elif what is not None:
+                doc["address"] = str(what)
+                if event == "probe":
+                    doc["family"] = f"ipv{getattr(what, 'version', 0)}"
+            out.append(doc)
+        return out
 
 
 # Engine events that belong to an open round (they carry mac and domain).
@@ -154,7 +174,7 @@ class History:
         self.macs = macs
         self._by_mac: OrderedDict[str, deque[RoundRecord]] = OrderedDict()
         self._open: dict[tuple[str, str], RoundRecord] = {}  # (mac, domain) -> newest round
-        self._latest: dict[str, RoundRecord] = {}  # mac -> newest open round (probes)
+        self._latest: dict[bytes, RoundRecord] = {}  # MAC -> its newest open round (probes)
         self._by_address: dict[IPAddress, RoundRecord] = {}  # probed address -> its round
 
     def feed(self, actions: Iterable[object], now: float) -> None:
@@ -168,15 +188,17 @@ class History:
                 frames.append(a)
         for a in frames:
             if type(a) is SendFrame:
-                rec = self._latest.get(format_mac(a.mac))
+                rec = self._latest.get(a.mac)
                 if rec is not None:
-                    self._by_address[a.target] = rec
-                    fam = f"ipv{a.family}"
-                    rec.add("probe", _ms(now - rec.started), address=str(a.target), family=fam)
-            elif type(a) is Resolve:
+                    if self._by_address.get(a.target) is not rec:
+                        self._by_address[a.target] = rec
+                        rec.probed.append(a.target)
+                    rec.add("probe", _ms(now - rec.started), a.target)
+        for a in frames:  # after the probes, which tell which round an address is in
+            if type(a) is Resolve:
                 rec = self._by_address.get(a.address)
                 if rec is not None:
-                    rec.add("resolve", _ms(now - rec.started), address=str(a.address))
+                    rec.add("resolve", _ms(now - rec.started), a.address)
 
     def _event(self, a: Log, now: float) -> None:
         f = a.fields
@@ -190,17 +212,15 @@ class History:
                 rec.ended = True
             else:
                 self._open[(rec.mac, rec.domain)] = rec
-                self._latest[rec.mac] = rec
-            extra = {k: f[k] for k in ("moved_from", "no_source_address") if k in f}
-            rec.add("trigger", 0.0, trigger=rec.trigger, port=rec.port, **extra)
+                self._latest[bytes.fromhex(rec.mac.replace(":", ""))] = rec
+            rec.add("trigger", 0.0, _TriggerFields(f))
         elif event in _ROUND_EVENTS:
             found = self._open.get((str(f.get("mac")), str(f.get("domain"))))
             if found is None:
                 return
             at = f.get("after_ms")
             at_ms = float(at) if isinstance(at, int | float) else _ms(now - found.started)
-            fields = {k: v for k, v in f.items() if k not in ("mac", "domain", "after_ms")}
-            found.add(event, at_ms, **fields)
+            found.add(event, at_ms, f)
             if event == "confirmed":
                 found.confirmed += 1
             elif event == "gave-up":
@@ -238,10 +258,12 @@ class History:
         rec.ended = True
         if self._open.get((rec.mac, rec.domain)) is rec:
             del self._open[(rec.mac, rec.domain)]
-        if self._latest.get(rec.mac) is rec:
-            del self._latest[rec.mac]
-        for t in [a for a, r in self._by_address.items() if r is rec]:
-            del self._by_address[t]
+        mac = bytes.fromhex(rec.mac.replace(":", ""))
+        if self._latest.get(mac) is rec:
+            del self._latest[mac]
+        for address in rec.probed:
+            if self._by_address.get(address) is rec:
+                del self._by_address[address]
 
     def rounds_of(self, mac: str) -> list[RoundRecord]:
         return list(self._by_mac.get(mac, ()))
@@ -256,6 +278,26 @@ class History:
 
     def __len__(self) -> int:
         return sum(map(len, self._by_mac.values()))
+
+
+class _TriggerFields(Mapping[str, object]):
+    """The announcement's fields a `trigger` timeline entry shows, picked when shown."""
+
+    _KEYS = ("trigger", "port", "moved_from", "no_source_address")
+
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        self._f = fields
+
+    def __getitem__(self, key: str) -> object:
+        if key not in self._KEYS:
+            raise KeyError(key)
+        return self._f[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self._KEYS if k in self._f)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def outcome(rec: RoundRecord) -> str:
@@ -399,7 +441,7 @@ def _show_mac(s: State, mac: bytes, now: float) -> dict[str, Any]:
             "ago_s": round(now - rec.started, 1),
             "bindings": rec.bindings,
             "outcome": outcome(rec),
-            "timeline": sorted(rec.timeline, key=lambda e: e["at_ms"]),
+            "timeline": rec.events(),
         }
         for rec in reversed(s.history.rounds_of(text))
     ]

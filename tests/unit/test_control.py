@@ -166,7 +166,9 @@ def test_outcomes_gave_up_unknown_mac_and_sweep() -> None:
     hist.feed(eng.tick(7.0), 7.0)
     [rec] = hist.rounds_of(VM)
     assert control.outcome(rec) == "gave-up"
-    assert rec.timeline[-1]["event"] == "gave-up" and rec.timeline[-1]["at_ms"] == 6000.0
+    last = rec.events()[-1]
+    assert last["event"] == "gave-up" and last["at_ms"] == 6000.0
+    assert last["addresses"] == ["192.0.2.10"]
     # A MAC with no binding: no round, but the announcement and why are kept.
     hist.feed(eng.on_frame(rarp_request_frame(bytes.fromhex("5254ffaabbcc")), PORT, None, 8), 8)
     [unknown] = hist.rounds_of("52:54:ff:aa:bb:cc")
@@ -212,23 +214,19 @@ class Loop:
         self.poller = select.poll()
         self.server.attach(self.poller)
 
-    def spin(self, seconds: float) -> float:
-        """Serve for `seconds`; returns the longest single poll-to-poll gap (ms)."""
+    def spin(self, seconds: float) -> None:
+        """Serve for `seconds`."""
         end = time.monotonic() + seconds
-        worst = 0.0
         while time.monotonic() < end:
-            t0 = time.monotonic()
             for fd, ev in self.poller.poll(20):
                 if self.server.owns(fd):
                     self.server.on_ready(fd, ev, time.monotonic())
             self.server.expire(time.monotonic())
-            worst = max(worst, time.monotonic() - t0)
-        return worst * 1000
 
 
 def test_server_answers_and_survives_hostile_clients(tmp_path: Path) -> None:
     path = str(tmp_path / "run" / "ctl.sock")
-    loop = Loop(path, deadline=0.3, max_clients=4)
+    loop = Loop(path, deadline=1.0, max_clients=4)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
     assert stat.S_IMODE(os.stat(tmp_path / "run").st_mode) == 0o750
     silent = socket.socket(socket.AF_UNIX)
@@ -240,13 +238,14 @@ def test_server_answers_and_survives_hostile_clients(tmp_path: Path) -> None:
     reader.connect(path)
     reader.send(b"status\n")  # and never reads its 300 KB answer
     reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    worst = loop.spin(0.1)
-    # Nothing blocked the loop: each pass stays far below the 0.3 s deadline.
-    assert worst < 100, worst
+    loop.spin(0.05)
+    # Nothing blocks the loop: with all three still connected, a good client is served.
+    assert _ask(loop, path, "status")["line"] == "status"
+    assert len(loop.server.clients) == 2  # the silent one and the non-reader, still there
     # The over-long request got an error answer, not a hang.
     flood.settimeout(2)
     assert b"longer than 1024" in flood.recv(4096)
-    loop.spin(0.5)
+    loop.spin(1.2)
     assert loop.server.clients == {}  # the silent one and the non-reader timed out
     assert loop.server.stats["timeouts"] == 2
     # And a good client is served afterwards.
@@ -331,3 +330,21 @@ def test_socket_paths(tmp_path: Path) -> None:
     path = controlsock.socket_path("/proc/self/ns/net", run)
     ino = os.stat("/proc/self/ns/net").st_ino
     assert path in (f"{run}/netns-{ino}.sock", controlsock.socket_path(None, run))
+
+
+def test_timeline_has_resolves_for_addresses_nothing_is_in_the_way_of() -> None:
+    # A local (STALE) binding: the engine asks the kernel to resolve it, then probes.
+    eng = Engine(switch(local("192.0.2.10", state=0x04)), Config())
+    hist = control.History()
+    hist.feed(eng.on_frame(rarp_request_frame(VM_MAC), PORT, None, 1.0), 1.0)
+    hist.feed(eng.tick(1.25), 1.25)  # the first retry (0.2 s)
+    [rec] = hist.rounds_of(VM)
+    steps = [(e["event"], e.get("address"), e["at_ms"]) for e in rec.events()]
+    assert steps == [
+        ("trigger", None, 0.0),
+        ("probe", "192.0.2.10", 0.0),
+        ("resolve", "192.0.2.10", 0.0),
+        ("probe", "192.0.2.10", 250.0),
+        ("resolve", "192.0.2.10", 250.0),
+    ], steps
+    assert rec.events()[1]["family"] == "ipv4"
