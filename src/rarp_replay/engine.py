@@ -755,7 +755,10 @@ class Engine:
         if gave_up:
             # A round the daemon's shutdown ends (log=False) did not run out of time:
             # counted apart, so that gave-up keeps meaning "the VM never showed up".
-            self.stats["gave-up" if log else "cut-short"] += len(gave_up)
+            if log:
+                self.stats["gave-up"] += len(gave_up)
+            else:
+                self.stats["cut-short"] += len(gave_up)
             if log:
                 actions.append(
                     self._log(
