@@ -133,6 +133,7 @@ class Daemon:
         self._stop_signal: int | None = None
         self._hup = False
         self._usr1 = False
+        self._control_note: tuple[str, str, dict[str, object]] = ("control-error", "info", {})
         self._started = time.monotonic()
         self.history = control.History()  # the last rounds per MAC, for `show`
         self.control: controlsock.ControlServer | None = None
@@ -145,6 +146,9 @@ class Daemon:
     def open(self) -> None:
         """Enter the namespace, check privileges, load the mirror, open the sockets,
         then drop every capability no longer needed. Raises on failure."""
+        # SIGUSR1's default action kills the process: from here on it only sets a flag
+        # (logged by the loop), even while the tables load.
+        self._old_usr1 = signal.signal(signal.SIGUSR1, self._on_signal)
         if self.config.netns is not None:
             # Before any socket: a socket serves the namespace it was created in.
             path = netns.enter(self.config.netns)
@@ -186,6 +190,8 @@ class Daemon:
         # Last in open(): whatever needs more than the kept capabilities (setns,
         # SO_RCVBUFFORCE, a privileged port) must happen above this line.
         self.drop_privileges()
+        # Logged once the start can no longer fail, as metrics-listening is.
+        emit_fields(self.log, *self._control_note)
         if self.metrics is not None:
             self.metrics.start()  # after the drop: see MetricsServer
 
@@ -197,9 +203,9 @@ class Daemon:
                 path = controlsock.socket_path(self.config.netns)
             self.control = controlsock.ControlServer(path, self._control_answer)
         except (OSError, RarpReplayError) as exc:
-            emit(self.log, "control-error", "warning", path=path, error=str(exc))
+            self._control_note = ("control-error", "warning", {"path": path, "error": str(exc)})
         else:
-            emit(self.log, "control-listening", "info", path=path)
+            self._control_note = ("control-listening", "info", {"path": path})
 
     def _control_state(self) -> control.State:
         capture = getattr(self, "capture", None)
@@ -614,6 +620,9 @@ class Daemon:
             self.control.close()
         if self._lock is not None:
             self._lock.close()
+        old_usr1 = getattr(self, "_old_usr1", None)
+        if old_usr1 is not None:
+            signal.signal(signal.SIGUSR1, old_usr1)
         for name in ("capture", "sender", "events", "requests"):
             sock = getattr(self, name, None)
             if sock is not None:
