@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .counters import EXCLUDED_PORT, RATE_LIMIT_GLOBAL, RATE_LIMIT_PORT
 from .domain import GlobSet, Ignored, resolve
 from .engine import Engine, Log, Resolve, Round, SendFrame
 from .errors import AddressError
@@ -163,7 +164,7 @@ class RoundRecord:
 # Engine events that belong to an open round (they carry mac and domain).
 _ROUND_EVENTS = frozenset({"takeover", "remote-deleted", "confirmed", "gave-up"})
 # Drops of an announcement for a MAC worth remembering ("why was it not restored?").
-_ANNOUNCEMENT_DROPS = frozenset({"rate-limit-port", "rate-limit-global", "excluded-port"})
+_ANNOUNCEMENT_DROPS = frozenset({RATE_LIMIT_PORT, RATE_LIMIT_GLOBAL, EXCLUDED_PORT})
 
 
 class History:
