@@ -52,6 +52,8 @@ COMMANDS = ("status", "rounds", "show")
 # Round history: rounds kept per MAC, and MACs kept (least recently touched go first).
 PER_MAC = 4
 MACS = 1024
+# Probes and resolves noted between two feeds (one engine input's worth, normally).
+PENDING_MAX = 4096
 # Timeline entries kept per round (a round probes each address at most ~7 times).
 TIMELINE_MAX = 64
 
@@ -177,35 +179,44 @@ class History:
         self._open: dict[tuple[str, str], RoundRecord] = {}  # (mac, domain) -> newest round
         self._latest: dict[bytes, RoundRecord] = {}  # MAC -> its newest open round (probes)
         self._by_address: dict[IPAddress, RoundRecord] = {}  # probed address -> its round
+        self.pending: list[tuple[object, float]] = []  # see `note`
+
+    def note(self, a: object, now: float) -> None:
+        """A probe or resolve the engine handed to the shell at once (send-first: before
+        the log line of its round); recorded with that round at the next `feed`."""
+        if (type(a) is SendFrame or type(a) is Resolve) and len(self.pending) < PENDING_MAX:
+            self.pending.append((a, now))
 
     def feed(self, actions: Iterable[object], now: float) -> None:
-        """Record what `actions` say. The announcement comes last in the engine's list
-        for a new round (after its probes): events are handled first, then frames."""
-        frames = []
+        """Record what `actions` (and the actions noted since the last feed) say. The
+        round's announcement comes after its probes: events first, then frames."""
+        frames = self.pending
+        self.pending = []
+        start = frames[0][1] if frames else now  # the round began with its first probe
         for a in actions:
             if type(a) is Log:
-                self._event(a, now)
+                self._event(a, start, now)
             elif type(a) is SendFrame or type(a) is Resolve:
-                frames.append(a)
-        for a in frames:
+                frames.append((a, now))
+        for a, t in frames:
             if type(a) is SendFrame:
                 rec = self._latest.get(a.mac)
                 if rec is not None:
                     if self._by_address.get(a.target) is not rec:
                         self._by_address[a.target] = rec
                         rec.probed.append(a.target)
-                    rec.add("probe", _ms(now - rec.started), a.target)
-        for a in frames:  # after the probes, which tell which round an address is in
+                    rec.add("probe", _ms(t - rec.started), a.target)
+        for a, t in frames:  # after the probes, which tell which round an address is in
             if type(a) is Resolve:
                 rec = self._by_address.get(a.address)
                 if rec is not None:
-                    rec.add("resolve", _ms(now - rec.started), a.address)
+                    rec.add("resolve", _ms(t - rec.started), a.address)
 
-    def _event(self, a: Log, now: float) -> None:
+    def _event(self, a: Log, start: float, now: float) -> None:
         f = a.fields
         event = a.event
         if event == "announcement":
-            rec = self._new(f, now)
+            rec = self._new(f, start)
             rec.port = str(f.get("port", ""))
             rec.bindings = [str(b) for b in _as_list(f.get("bindings"))]
             if "result" in f:

@@ -348,3 +348,27 @@ def test_timeline_has_resolves_for_addresses_nothing_is_in_the_way_of() -> None:
         ("resolve", "192.0.2.10", 250.0),
     ], steps
     assert rec.events()[1]["family"] == "ipv4"
+
+
+def test_send_first_probes_are_noted_and_join_their_round() -> None:
+    """The daemon gives the engine a `send` callback: probes go out before the round's
+    announcement line exists. They are noted, and joined to the round at the next feed."""
+    hist = control.History()
+    clock = [1.0]
+
+    def sent(a: object) -> None:
+        hist.note(a, clock[0])
+        clock[0] += 0.001  # each send takes a millisecond
+
+    eng = Engine(switch(local("192.0.2.10", state=0x04), remote("2001:db8:100::10")), send=sent)
+    actions = eng.on_frame(rarp_request_frame(VM_MAC), PORT, None, 1.0)
+    assert not [a for a in actions if not isinstance(a, control.Log)]  # all sent at once
+    hist.feed(actions, clock[0])
+    [rec] = hist.rounds_of(VM)
+    steps = [(e["event"], e.get("address"), e["at_ms"]) for e in rec.events()]
+    assert steps[0] == ("trigger", None, 0.0)
+    probed = sorted(s[1] for s in steps if s[0] == "probe")
+    assert probed == ["192.0.2.10", "2001:db8:100::10"], steps
+    assert ("resolve", "192.0.2.10") in {s[:2] for s in steps}, steps
+    assert all(0.0 <= s[2] < 5.0 for s in steps), steps  # ms from the first send, not negative
+    assert hist.pending == []
