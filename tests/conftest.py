@@ -1,18 +1,18 @@
-"""Shared fixtures: the namespace lab, and skipping of root-only tests."""
+"""pytest hooks: skipping of root-only (netns) and FRR (fabric) tests, and cleaning up labs on
+exit and SIGTERM. The shared fixtures live in tests/support/fixtures.py."""
 
 from __future__ import annotations
 
 import atexit
 import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.support import netlab
 
-import netlab
+# The fixtures several folders use (lab, net).
+pytest_plugins = ["tests.support.fixtures"]
 
 atexit.register(netlab.close_all_labs)
 
@@ -29,13 +29,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs root for network namespaces"))
         if "fabric" in item.keywords and not (root and frr):
             item.add_marker(pytest.mark.skip(reason="needs root and FRR (apt-get install frr)"))
-
-
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[netlab.Lab]:
-    """A fresh Lab whose namespaces are removed when the test ends, however it ends."""
-    the_lab = netlab.Lab()
-    try:
-        yield the_lab
-    finally:
-        the_lab.close()

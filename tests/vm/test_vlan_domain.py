@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 

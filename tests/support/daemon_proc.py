@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import netlab
+from tests.support import netlab
 
 
 class DaemonProc:
