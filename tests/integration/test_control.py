@@ -23,11 +23,11 @@ import pytest
 from scapy.layers.inet6 import ICMPv6ND_NS
 from scapy.layers.l2 import ARP, Ether
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay import controlsock
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.netlink.socket import RtnlSocket
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = pytest.mark.netns
 

@@ -12,6 +12,7 @@ takes the entries over and the kernel holds them as local: two confirmations.
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import urllib.request
 

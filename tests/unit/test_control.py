@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 from scapy.layers.l2 import ARP, Ether
-from topology import PORT, SVI_MAC, VM_MAC, local, new, remote, switch
 
 from rarp_replay import control, controlsock
 from rarp_replay.config import Settings
 from rarp_replay.engine import Config, Engine
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.macaddr import format_mac
+from tests.support.topology import PORT, SVI_MAC, VM_MAC, local, new, remote, switch
 
 VM = format_mac(VM_MAC)
 OTHER = "52:54:00:aa:bb:cc"
