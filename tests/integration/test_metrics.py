@@ -12,6 +12,7 @@ takes the entries over and the kernel holds them as local: two confirmations.
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import urllib.request
 
@@ -167,14 +168,22 @@ def test_ipv6_listen_address_and_bind_failures_are_one_line(lab: netlab.Lab) -> 
     d = DaemonProc(ns, "--metrics", "[::1]:9464").ready()
     assert scrape(ns, "[::1]:9464")[f"{P}rounds_active"] == 0
 
-    def second(address: str) -> tuple[int, list[str]]:
-        proc = ns.run(sys.executable, "-m", "rarp_replay", "--metrics", address, check=False)
+    # A port taken by another program (a second daemon in this namespace would be
+    # refused before it opens anything: one daemon per namespace, checked below).
+    other = lab.netns("m2")
+    holder = other.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    holder.bind(("::1", 9464))
+    holder.listen()
+
+    def second(address: str, where: netlab.Netns = other) -> tuple[int, list[str]]:
+        proc = where.run(sys.executable, "-m", "rarp_replay", "--metrics", address, check=False)
         return proc.returncode, proc.stderr.strip().splitlines()
 
     assert second("[::1]:9464") == (
         1,
         ["rarp-reply: error: cannot serve metrics on [::1]:9464: Address already in use"],
     )
+    holder.close()
     assert second("192.0.2.99:9464") == (
         1,
         ["rarp-reply: error: cannot serve metrics on 192.0.2.99:9464: "
@@ -183,6 +192,11 @@ def test_ipv6_listen_address_and_bind_failures_are_one_line(lab: netlab.Lab) -> 
     # A usage error is exit 2, before anything is opened.
     rc, err = second("[::1]9464")
     assert rc == 2 and err[-1].startswith("rarp-reply: error: argument --metrics: ")
+    assert second("[::1]:9464", ns) == (
+        1,
+        [f"rarp-reply: error: another rarp-reply (PID {d.proc.pid}) already serves this "
+         "network namespace"],
+    )  # fmt: skip
     # The first daemon was not disturbed.
     assert scrape(ns, "[::1]:9464")[f"{P}rounds_active"] == 0
     assert d.stop() == 0

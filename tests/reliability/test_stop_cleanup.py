@@ -85,6 +85,8 @@ def test_sigterm_mid_round_exits_zero_and_removes_placeholders(
     assert entries(switch, ADDRESSES) == {}
     [stopped] = d.of("stopped")
     assert stopped["signal"] == "SIGTERM" and stopped["resolves"] >= len(ADDRESSES)
+    # Cut short by the stop, not given up: the give-up time never ran out.
+    assert stopped["cut-short"] == len(ADDRESSES) and "gave-up" not in stopped, stopped
 
 
 def test_sigkill_mid_round_then_restart_leaves_nothing_behind(
