@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon_proc import DaemonProc
-from netlab import Capture, Lab, Netns, run, wait_until
+from netlab import Capture, Lab, Netns, deadline, run, wait_until
 from rarp_replay.frames.arp import ArpOp, ArpPacket, rarp_request_frame
 from rarp_replay.frames.ethernet import ETH_P_ARP, EthernetFrame
 from rarp_replay.frames.ipv6 import internet_checksum, multicast_mac
@@ -276,13 +276,13 @@ class NeighMonitor:
         self, match: Callable[[NeighEvent], bool], timeout: float = 5.0, since: float = 0.0
     ) -> NeighEvent:
         """First event at or after `since` satisfying `match`; AssertionError after `timeout`."""
-        deadline = time.monotonic() + timeout
+        end = deadline(timeout)
         with self._cond:
             while True:
                 for e in self.events:
                     if e.time >= since and match(e):
                         return e
-                left = deadline - time.monotonic()
+                left = end - time.monotonic()
                 if left <= 0:
                     raise AssertionError(f"no matching neighbour event on {self.ns.name}")
                 self._cond.wait(left)

@@ -15,7 +15,10 @@ security=http://deb.debian.org/debian-security
 # What the tests run in the guest: ip/bridge (iproute2), sysctl (procps), capsh (libcap2-bin),
 # setpriv (util-linux), tcpdump, FRR's daemons and vtysh, modprobe (kmod) for the kernel's
 # modules (team, vrf, bonding, ...), and the kernel itself (its vmlinuz and modules are
-# booted from this tree).
+# booted from this tree). Its modules are shipped xz-compressed; virtme-ng copies the ones
+# its initramfs needs (virtio, 9p, overlay) and loads them with busybox's insmod, which
+# cannot decompress ("Invalid ELF header magic" and no root filesystem): so they are
+# decompressed here, and modules.dep regenerated (+~300 MB).
 packages=(
     linux-image-amd64 kmod
     frr iproute2 procps libcap2-bin util-linux tcpdump iputils-ping
@@ -31,6 +34,7 @@ mmdebstrap --variant=apt --include="$(IFS=,; echo "${packages[*]}")" \
     --customize-hook='chroot "$1" /opt/rarp-replay-venv/bin/pip install -q --no-index --find-links /opt/wheelhouse -r /opt/wheelhouse/requirements.txt' \
     --customize-hook='rm -rf "$1/opt/wheelhouse"' \
     --customize-hook='site=$(chroot "$1" /opt/rarp-replay-venv/bin/python -c "import sysconfig; print(sysconfig.get_path(\"purelib\"))"); echo /rarp-replay/src > "$1$site/rarp_replay_src.pth"' \
+    --customize-hook='for d in "$1"/usr/lib/modules/*; do find "$d" -name "*.ko.xz" -print0 | xargs -0 -r -P 2 -n 64 xz -d; chroot "$1" depmod -a "${d##*/}"; done' \
     --customize-hook='rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*' \
     trixie "$root" \
     "deb $mirror trixie main" \

@@ -55,6 +55,9 @@ DEFAULT_PYTEST = ["tests/vm", "tests/fabric", "-m", "vm or fabric"]
 # Guest size: the fabric lab runs three FRR instances per leaf pair plus pytest.
 MEMORY = "3G"
 CPUS = 2
+# Under TCG the guest runs code several times slower than the host (measured: see README);
+# the tests' bounded waits (tests/netlab.py TIME_SCALE) are stretched by this factor there.
+TCG_TIME_SCALE = 8.0
 # Where the project is seen in the trixie guest (the image's venv has a .pth for its src/).
 GUEST_REPO = "/rarp-replay"
 GUEST_RESULTS = "/tmp/rarp-replay-vm-results"
@@ -338,8 +341,9 @@ out={results}
   echo "python $({python} -c 'import sys; print(sys.version.split()[0])')"
 }} > "$out/versions.txt" 2>&1
 cd {repo}
-export RARP_REPLAY_VM={image} PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-timeout -k 10 {timeout} {python} -m pytest -p no:cacheprovider -ra \
+export RARP_REPLAY_VM={image} RARP_REPLAY_TIME_SCALE={scale}
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+timeout -k 10 {timeout} {python} -m pytest -p no:cacheprovider -ra -v \
   --junitxml="$out/junit.xml" {args} > "$out/pytest.log" 2>&1
 echo $? > "$out/rc"
 """
@@ -376,7 +380,13 @@ def follow(path: Path, prefix: str, stop: threading.Event) -> None:
 
 
 def run_image(
-    image: str, vng: Path, pytest_args: Sequence[str], timeout: int, results: Path
+    image: str,
+    vng: Path,
+    *,
+    pytest_args: Sequence[str],
+    timeout: int,
+    results: Path,
+    time_scale: float,
 ) -> Outcome:
     started = time.monotonic()
     if image == "bookworm":
@@ -397,6 +407,7 @@ def run_image(
     script = GUEST_SCRIPT.format(
         results=GUEST_RESULTS, python=python, repo=shlex.quote(repo), image=image,
         timeout=max(60, timeout - 120), args=shlex.join(pytest_args),
+        scale=1 if kvm else time_scale,
     )  # fmt: skip
     script_file = results / "run.sh"
     script_file.write_text(script)
@@ -479,9 +490,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--results", type=Path, default=CACHE / "results", help="where each image's log, JUnit"
         " XML and console go (a subdirectory per image, replaced each run)",
     )  # fmt: skip
+    parser.add_argument(
+        "--time-scale", type=float, default=TCG_TIME_SCALE, help="factor on the tests' bounded"
+        f" waits under TCG (RARP_REPLAY_TIME_SCALE in the guest), default {TCG_TIME_SCALE}",
+    )  # fmt: skip
     parser.add_argument("--build-only", action="store_true", help="fill the caches, run nothing")
     parser.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # SIGTERM (CI cancelling, timeout(1)) unwinds like Ctrl-C, so the guest is killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if os.geteuid() != 0:
         print("test-vm: needs root (QEMU, namespaces in the guest, the cache)", file=sys.stderr)
         return 2
@@ -501,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for image in images:
             results = args.results / image
             try:
-                outcome = run_image(image, vng, pytest_args, args.timeout, results)
+                outcome = run_image(image, vng, pytest_args, args.timeout, results, args.time_scale)
             except VmError as exc:
                 log(f"FAILED: {exc}")
                 reports.append(f"==== {image} =====\nFAILED: {str(exc).splitlines()[0]}")
