@@ -57,7 +57,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # netlab, for --sockets
 
 import netlab  # noqa: E402
 from rarp_replay import logs  # noqa: E402
-from rarp_replay.daemon import _GROUPS, Daemon, DaemonConfig  # noqa: E402
+from rarp_replay.config import Settings  # noqa: E402
+from rarp_replay.daemon import _GROUPS, Daemon  # noqa: E402
 from rarp_replay.engine import Engine, SendFrame  # noqa: E402
 from rarp_replay.frames.arp import rarp_request_frame  # noqa: E402
 from rarp_replay.mirror import Mirror  # noqa: E402
@@ -285,10 +286,10 @@ class Bench:
             log_path = Path(tmp) / "daemon.log"
             stream = stack.enter_context(log_path.open("w"))
             logger = logs.setup("info", "json", stream=stream)
-            d = Daemon(DaemonConfig(), logger)
+            d = Daemon(Settings(), logger)
             stack.callback(d.close)
             d.mirror = self.mirror
-            d.engine = Engine(self.mirror, d.config.engine)
+            d.engine = Engine(self.mirror, d.engine.config)
             if lab is None:
                 self._prepared(d)
             else:

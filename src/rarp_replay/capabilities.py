@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import RarpReplayError
+from .errors import PrivilegeDropError
 
 CAP_SETPCAP = 8
 CAP_NET_BIND_SERVICE = 10
@@ -94,10 +94,6 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
-class PrivilegeDropError(RarpReplayError):
-    """Dropping capabilities failed, or the result was not what was asked for."""
 
 
 def name(cap: int) -> str:

@@ -28,18 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import logs, netns
+from . import logs, mirror, netns, packetsock
 from .engine import Config
+from .errors import ConfigError
 from .listen import parse_listen
+from .ratelimit import Rate
 
 DEFAULT_PATH = "/etc/rarp-replay/config.toml"
 
 _D = Config()
-
-
-class ConfigError(ValueError):
-    """A setting is missing, unknown or malformed; the message names it."""
-
 
 # -- value kinds ---------------------------------------------------------------
 # Each kind turns a flag's text or a TOML value into the setting's value and
@@ -116,14 +113,14 @@ def _bool(value: Any) -> bool:
 BOOL = Kind(None, lambda t: t, _bool, lambda v: "true" if v else "false")
 
 
-def _rate_pair(rate: Any, burst: Any) -> tuple[float, float]:
+def _rate_pair(rate: Any, burst: Any) -> Rate:
     r, b = _number(rate), _number(burst)
     if not (math.isfinite(r) and math.isfinite(b)) or r <= 0 or b < 1:
         raise ValueError(f"rate must be > 0 and burst >= 1, got {r:g}/{b:g}")
-    return r, b
+    return Rate(r, b)
 
 
-def _rate_text(text: str) -> tuple[float, float]:
+def _rate_text(text: str) -> Rate:
     rate_s, _, burst_s = text.partition("/")
     try:
         rate = float(rate_s)
@@ -133,7 +130,7 @@ def _rate_text(text: str) -> tuple[float, float]:
     return _rate_pair(rate, burst)
 
 
-def _rate_toml(value: Any) -> tuple[float, float]:
+def _rate_toml(value: Any) -> Rate:
     # "2000/20000", 2000 (burst = rate) or { rate = 2000, burst = 20000 }.
     if isinstance(value, str):
         return _rate_text(value)
@@ -283,7 +280,7 @@ class Settings:
         metadata=_opt(BACKOFF, "re-probe an unanswered address after these delays (seconds)"),
     )
     remember: float = field(
-        default=300.0,
+        default=mirror.REMEMBER,
         metadata=_opt(SECONDS, "remember deleted neighbor bindings this long"),
     )
     relearn: bool = field(
@@ -307,16 +304,16 @@ class Settings:
             BOOL, "also start a round when the bridge learns a MAC that moved to a local port"
         ),
     )
-    port_rate: tuple[float, float] = field(
-        default=(_D.port_rate, _D.port_burst),
+    port_rate: Rate = field(
+        default=_D.port_rate,
         metadata=_opt(RATE, "announcements handled per second per ingress port"),
     )
-    global_rate: tuple[float, float] = field(
-        default=(_D.global_rate, _D.global_burst),
+    global_rate: Rate = field(
+        default=_D.global_rate,
         metadata=_opt(RATE, "announcements handled per second in all"),
     )
-    probe_rate: tuple[float, float] = field(
-        default=(_D.probe_rate, _D.probe_burst),
+    probe_rate: Rate = field(
+        default=_D.probe_rate,
         metadata=_opt(RATE, "probes (ARP requests and NS) sent per second in all"),
     )
     dry_run: bool = field(
@@ -354,7 +351,7 @@ class Settings:
         ),
     )
     capture_rcvbuf: int = field(
-        default=8 << 20,
+        default=packetsock.DEFAULT_RCVBUF,
         metadata=_opt(
             BYTES, "receive buffer of each RARP capture socket (8, by ingress port)", restart=True
         ),
@@ -367,6 +364,19 @@ class Settings:
             for f in dataclasses.fields(self)
             if getattr(self, f.name) != getattr(other, f.name)
         ]
+
+
+_ENGINE_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(Config)
+    if f.name in {s.name for s in dataclasses.fields(Settings)}
+)
+
+
+def engine_config(settings: Settings) -> Config:
+    """The engine's configuration: every setting that is also a field of `engine.Config`
+    (same name, same type), the engine's own defaults for the rest."""
+    return Config(**{name: getattr(settings, name) for name in _ENGINE_FIELDS})
 
 
 def key(f: dataclasses.Field[Any]) -> str:

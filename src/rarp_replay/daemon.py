@@ -19,15 +19,22 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from . import capabilities, config, logs, netns
-from .config import ConfigError, Settings
+from .config import Settings, engine_config
+from .counters import (
+    FAMILIES,
+    NETLINK_ERRORS,
+    NETLINK_REDUMPS,
+    RELOAD_ERRORS,
+    RELOADS,
+    SEND_ERRORS,
+)
 from .engine import (
     Action,
-    Config,
     Engine,
     Log,
     RemovePlaceholder,
@@ -35,7 +42,13 @@ from .engine import (
     SendFrame,
     Takeover,
 )
-from .errors import CapabilityError, InterfaceError, NetlinkError, NetlinkOverrunError
+from .errors import (
+    CapabilityError,
+    ConfigError,
+    InterfaceError,
+    NetlinkError,
+    NetlinkOverrunError,
+)
 from .logs import emit, emit_fields
 from .macaddr import format_mac
 from .mirror import Mirror
@@ -64,61 +77,17 @@ _TICK = 1.0
 _CAPTURE_BATCH = 256
 
 
-@dataclass
-class DaemonConfig:
-    engine: Config = field(default_factory=Config)
-    remember: float = 300.0  # seconds a deleted binding is remembered
-    dry_run: bool = False  # decide and log; send nothing, change nothing
-    netns: str | None = None  # serve this network namespace (a name in /run/netns, or a path)
-    capture_rcvbuf: int = 8 << 20
-    # 100,000 neighbor notifications are ~10 MB of netlink messages: a
-    # buffer of that order absorbs a mass change without ENOBUFS.
-    netlink_rcvbuf: int = 32 << 20
-    metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
-    settings: Settings = field(default_factory=Settings)
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> DaemonConfig:
-        engine = Config(
-            holddown=s.holddown,
-            give_up=s.give_up,
-            retry_backoff=s.retry_backoff,
-            relearn=s.relearn,
-            fdb_trigger=s.fdb_trigger,
-            takeover=s.takeover,
-            port_rate=s.port_rate[0],
-            port_burst=s.port_rate[1],
-            global_rate=s.global_rate[0],
-            global_burst=s.global_rate[1],
-            probe_rate=s.probe_rate[0],
-            probe_burst=s.probe_rate[1],
-            fabric_ports=s.fabric_ports,
-            include=s.include,
-            exclude=s.exclude,
-        )
-        return cls(
-            engine=engine,
-            remember=s.remember,
-            dry_run=s.dry_run,
-            capture_rcvbuf=s.capture_rcvbuf,
-            netlink_rcvbuf=s.netlink_rcvbuf,
-            metrics=s.metrics,
-            netns=s.netns,
-            settings=s,
-        )
-
-
 class Daemon:
     def __init__(
         self,
-        config: DaemonConfig,
+        config: Settings,
         logger: logging.Logger,
         reload: Callable[[], Settings] | None = None,
     ) -> None:
         self.config = config
         self.log = logger
         self.mirror = Mirror(remember=config.remember)
-        self.engine = Engine(self.mirror, config.engine)
+        self.engine = Engine(self.mirror, engine_config(config))
         self._reload_settings = reload
         self._stop_signal: int | None = None
         self._hup = False
@@ -159,7 +128,7 @@ class Daemon:
         # N sockets in one fanout group, fed by ingress ifindex: a flooding port fills
         # only its own socket's queue (see CaptureGroup).
         self.capture = CaptureGroup(
-            rcvbuf=self.config.capture_rcvbuf, replies=self.config.engine.takeover
+            rcvbuf=self.config.capture_rcvbuf, replies=self.engine.config.takeover
         )
         self.sender = PacketSender()
         self._load_ms = _ms(time.monotonic() - started)
@@ -167,7 +136,7 @@ class Daemon:
         # SO_RCVBUFFORCE, a privileged port) must happen above this line.
         self.drop_privileges()
         if self.metrics is not None:
-            self.metrics.start()  # after the drop: see MetricsServer
+            self.metrics.start(self.capture.statistics)  # after the drop: see MetricsServer
 
     def drop_privileges(self) -> None:
         """Keep CAP_NET_RAW and CAP_NET_ADMIN (those held: never gained); drop the rest.
@@ -217,7 +186,7 @@ class Daemon:
         by its own answer, which EVPN advertises from this leaf. Deleting one would
         withdraw a correct MAC/IP route until the VM happens to speak again.
         """
-        proto = self.config.engine.neigh_protocol
+        proto = self.engine.config.neigh_protocol
         # A snapshot: the deletions come back as notifications that change the mirror.
         leftovers = [
             n
@@ -237,7 +206,7 @@ class Daemon:
         links = self.requests.dump(RTM_GETLINK)
         addrs = self.requests.dump(RTM_GETADDR)
         neighs = self.requests.dump(RTM_GETNEIGH)
-        if self.config.engine.fdb_trigger:
+        if self.engine.config.fdb_trigger:
             # Where each MAC is, so that a move to a local port can be seen.
             neighs += self.requests.dump(RTM_GETNEIGH, AF_BRIDGE)
         vanished = self.mirror.reset(links, addrs, neighs, now)
@@ -332,10 +301,10 @@ class Daemon:
         try:
             new = self._reload_settings()
         except ConfigError as exc:
-            self.engine.stats["reload.errors"] += 1
+            self.engine.stats[RELOAD_ERRORS] += 1
             emit(self.log, "reload-failed", "error", error=str(exc), kept="previous settings")
             return
-        old = self.config.settings
+        old = self.config
         pinned = sorted(set(old.changed(new)) & config.restart_keys())
         if pinned:
             new = replace(
@@ -343,21 +312,20 @@ class Daemon:
             )
             emit(self.log, "reload-needs-restart", "warning", keys=pinned)
         changed = old.changed(new)
-        cfg = DaemonConfig.from_settings(new)
         if new.log_level != old.log_level or new.log_format != old.log_format:
             self.log = logs.setup(new.log_level, new.log_format)
             logs.batch(True)
-        self.engine.reconfigure(cfg.engine)
-        self.mirror.remember = cfg.remember
+        self.engine.reconfigure(engine_config(new))
+        self.mirror.remember = new.remember
         if new.takeover != old.takeover and hasattr(self, "capture"):
             # Answers (ARP replies, NAs) are only captured while takeover is on.
             # Every member of the fanout group gets the new filter.
             self.capture.set_filter(rarp_filter(replies=new.takeover))
-        self.config = cfg
+        self.config = new
         if new.fdb_trigger and not old.fdb_trigger:
             # The bridge FDB was not loaded without the FDB trigger: load it.
             self._load()
-        self.engine.stats["reloads"] += 1
+        self.engine.stats[RELOADS] += 1
         emit(self.log, "reloaded", "info", changed=changed)
 
     def _on_capture(self, member: RarpCapture | None = None) -> None:
@@ -376,17 +344,17 @@ class Daemon:
             # queue first (what it holds predates the re-dump, and the kernel
             # drops every new notification until it is empty), then re-dump
             # (entries that vanished meanwhile become tombstones, as if seen).
-            self.engine.stats["netlink.redumps"] += 1
+            self.engine.stats[NETLINK_REDUMPS] += 1
             discarded = self.events.drain(max_bytes=4 * self.config.netlink_rcvbuf)
             emit(self.log, "netlink-overrun", "warning", action="re-dump", discarded=discarded)
             try:
                 self._load()
             except NetlinkError as exc:
-                self.engine.stats["netlink.errors"] += 1
+                self.engine.stats[NETLINK_ERRORS] += 1
                 emit(self.log, "netlink-error", "error", error=str(exc))
             return
         except NetlinkError as exc:
-            self.engine.stats["netlink.errors"] += 1
+            self.engine.stats[NETLINK_ERRORS] += 1
             emit(self.log, "netlink-error", "error", error=str(exc))
             return
         for ev in events:
@@ -426,7 +394,7 @@ class Daemon:
                 "dry-run",
                 "info",
                 would="send",
-                family=f"ipv{a.family}",
+                family=FAMILIES[a.family],
                 target=str(a.target),
                 source=str(a.source),
                 mac=format_mac(a.mac),
@@ -436,7 +404,7 @@ class Daemon:
         try:
             self.sender.send_on(a.egress, a.frame)
         except (InterfaceError, OSError) as exc:
-            self.engine.stats["send-errors"] += 1
+            self.engine.stats[SEND_ERRORS] += 1
             emit(
                 self.log,
                 "send-error",
@@ -452,7 +420,7 @@ class Daemon:
                 self.log,
                 "probe",
                 "debug",
-                family=f"ipv{a.family}",
+                family=FAMILIES[a.family],
                 target=str(a.target),
                 source=str(a.source),
                 mac=format_mac(a.mac),
@@ -472,7 +440,7 @@ class Daemon:
                 # Stamped with our protocol when the kernel creates the entry, so a
                 # restart can tell our leftover placeholders from anyone's entries.
                 self.requests.neigh_use(
-                    a.ifindex, a.address, protocol=self.config.engine.neigh_protocol
+                    a.ifindex, a.address, protocol=self.engine.config.neigh_protocol
                 )
             elif isinstance(a, Takeover):
                 # Not extern_learn: this entry is ours, and the kernel's own
@@ -485,7 +453,7 @@ class Daemon:
         except NetlinkError as exc:
             if isinstance(a, RemovePlaceholder) and exc.errno == errno.ENOENT:
                 return False  # already gone: the kernel or someone else removed it
-            self.engine.stats["netlink.errors"] += 1
+            self.engine.stats[NETLINK_ERRORS] += 1
             emit(
                 self.log,
                 "netlink-error",

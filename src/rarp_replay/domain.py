@@ -18,6 +18,15 @@ import re
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
+from .counters import (
+    AGGREGATE_MEMBER_COPY,
+    BRIDGE_COPY,
+    FABRIC_PORT,
+    NO_L3_INTERFACE,
+    STACKED_COPY,
+    UNKNOWN_INTERFACE,
+    VLAN_PARENT_COPY,
+)
 from .mirror import Mirror
 from .netlink.records import Address, IPAddress, Link
 
@@ -78,7 +87,7 @@ class Domain:
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    """This sighting must not trigger anything; `reason` is a stable counter label."""
+    """This sighting must not trigger anything; `reason` is one of `counters.IGNORED`."""
 
     reason: str
     detail: str = ""
@@ -95,22 +104,22 @@ def resolve(
     links = mirror.links
     link = links.get(ifindex)
     if link is None:
-        return Ignored("unknown-interface", f"ifindex {ifindex}")
+        return Ignored(UNKNOWN_INTERFACE, f"ifindex {ifindex}")
     if link.kind in fabric_kinds or link.name in fabric_ports:
-        return Ignored("fabric-port", link.name)
+        return Ignored(FABRIC_PORT, link.name)
     if link.kind == "bridge":
-        return Ignored("bridge-copy", link.name)
+        return Ignored(BRIDGE_COPY, link.name)
     if link.kind == "macvlan" and link.lower in links:
-        return Ignored("stacked-copy", link.name)
+        return Ignored(STACKED_COPY, link.name)
     vid = vid or None  # VID 0 is a priority tag (IEEE 802.1Q 9.6): untagged
     if vid is not None:
         upper = _vlan_upper(mirror, ifindex, vid)
         if upper is not None:
             # The VLAN device untags it and the taps see it again there.
-            return Ignored("vlan-parent-copy", f"{link.name} -> {links[upper].name}")
+            return Ignored(VLAN_PARENT_COPY, f"{link.name} -> {links[upper].name}")
     master = links.get(link.master) if link.master is not None else None
     if master is not None and master.kind in _AGGREGATE_KINDS:
-        return Ignored("aggregate-member-copy", f"{link.name} -> {master.name}")
+        return Ignored(AGGREGATE_MEMBER_COPY, f"{link.name} -> {master.name}")
     l2 = master if master is not None and master.kind == "bridge" else link
     l3_dev: Link = l2
     tag: int | None = None
@@ -127,7 +136,7 @@ def resolve(
             tag = vid
             name = f"{l2.name}/vlan{vid}"
     if l3_dev.mac is None:
-        return Ignored("no-l3-interface", f"{name} has no MAC")
+        return Ignored(NO_L3_INTERFACE, f"{name} has no MAC")
     stacked = tuple(i for i in mirror.uppers(l3_dev.index) if links[i].kind == "macvlan")
     return Domain(
         key=(l2.index, vid or 0),

@@ -28,6 +28,41 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from socket import inet_ntoa
 
+from .counters import (
+    ANNOUNCED,
+    ANNOUNCEMENTS,
+    CONFIRMED,
+    CONFIRMED_BY,
+    COPIES,
+    DROPPED,
+    DUPLICATE,
+    EXCLUDED_PORT,
+    FDB_MOVE,
+    FDB_MOVES,
+    FRAMES,
+    GAVE_UP,
+    MALFORMED,
+    MALFORMED_REPLY,
+    NO_SOURCE_ADDRESS,
+    NOT_ETHERNET_IPV4,
+    NOT_RARP,
+    NOT_RARP_REQUEST,
+    PROBES,
+    RARP,
+    RATE_LIMIT_GLOBAL,
+    RATE_LIMIT_PORT,
+    RATE_LIMIT_PROBE,
+    REMOTE_DELETED,
+    REPLIES,
+    RESOLVES,
+    ROUNDS,
+    ROUNDS_BY,
+    SKIPPED,
+    TAKEOVERS,
+    TARGET_NOT_UNICAST,
+    UNKNOWN_MAC,
+    dropped,
+)
 from .domain import DEFAULT_FABRIC_KINDS, Domain, GlobSet, Ignored, resolve, source_address
 from .errors import FrameError
 from .frames.arp import ArpOp, ArpPacket, arp_request_frame, parse_arp_frame
@@ -49,7 +84,7 @@ from .netlink.records import (
     IPAddress,
     Neighbor,
 )
-from .ratelimit import KeyedBuckets, TokenBucket
+from .ratelimit import KeyedBuckets, Rate, TokenBucket
 
 # States in which the kernel holds an entry it learned (or can learn) from the
 # host itself: zebra treats these as local neighbors and advertises them.
@@ -66,6 +101,10 @@ _TEMPLATE_CACHE_MAX = 4096
 
 @dataclass(frozen=True)
 class Config:
+    """The engine's settings and their defaults. A field named like a field of
+    `config.Settings` is that setting (`config.engine_config` copies them by
+    name); the others are fixed here."""
+
     # One round per (MAC, L2 domain) within this window. 5 s covers QEMU's
     # burst (5 frames in 0.8 s), OpenStack's announce workaround (that burst
     # three times, a second apart: last frame at ~2.8 s) and ESXi's up to ~8
@@ -105,12 +144,9 @@ class Config:
     # one hypervisor port, and every one of them must be served. They exist so
     # that a host flooding RARPs (multicast or PXE storms) can neither starve
     # other ports nor turn the switch into an ARP cannon.
-    port_rate: float = 2000.0
-    port_burst: float = 20000.0
-    global_rate: float = 5000.0
-    global_burst: float = 40000.0
-    probe_rate: float = 10000.0
-    probe_burst: float = 60000.0
+    port_rate: Rate = Rate(2000.0, 20000.0)
+    global_rate: Rate = Rate(5000.0, 40000.0)
+    probe_rate: Rate = Rate(10000.0, 60000.0)
     # Drop log lines: at most this many per reason in a burst, refilled at 1/s;
     # the next line that gets through says how many were suppressed.
     drop_log_burst: float = 20.0
@@ -238,9 +274,9 @@ class Engine:
         self._holddown_queue: deque[tuple[float, tuple[bytes, tuple[int, int]]]] = deque()
         self._next_housekeeping = 0.0
         c = self.config
-        self._port_buckets = KeyedBuckets(c.port_rate, c.port_burst)
-        self._global_bucket = TokenBucket(c.global_rate, c.global_burst)
-        self._probe_bucket = TokenBucket(c.probe_rate, c.probe_burst)
+        self._port_buckets = KeyedBuckets(*c.port_rate)
+        self._global_bucket = TokenBucket(*c.global_rate)
+        self._probe_bucket = TokenBucket(*c.probe_rate)
         self._drop_logs = KeyedBuckets(1.0, c.drop_log_burst)
         self._drop_reasons: dict[str, int] = {}
         self._suppressed: Counter[str] = Counter()
@@ -265,12 +301,12 @@ class Engine:
         of a flood does not hand the flooder a fresh burst.
         """
         old, self.config = self.config, config
-        if (old.port_rate, old.port_burst) != (config.port_rate, config.port_burst):
-            self._port_buckets = KeyedBuckets(config.port_rate, config.port_burst)
-        if (old.global_rate, old.global_burst) != (config.global_rate, config.global_burst):
-            self._global_bucket = TokenBucket(config.global_rate, config.global_burst)
-        if (old.probe_rate, old.probe_burst) != (config.probe_rate, config.probe_burst):
-            self._probe_bucket = TokenBucket(config.probe_rate, config.probe_burst)
+        if old.port_rate != config.port_rate:
+            self._port_buckets = KeyedBuckets(*config.port_rate)
+        if old.global_rate != config.global_rate:
+            self._global_bucket = TokenBucket(*config.global_rate)
+        if old.probe_rate != config.probe_rate:
+            self._probe_bucket = TokenBucket(*config.probe_rate)
         if old.drop_log_burst != config.drop_log_burst:
             self._drop_logs = KeyedBuckets(1.0, config.drop_log_burst)
         self._set_ports(config)
@@ -279,7 +315,7 @@ class Engine:
 
     def on_frame(self, data: bytes, ifindex: int, aux_vid: int | None, now: float) -> list[Action]:
         """A frame the capture socket delivered (it should be a RARP; check anyway)."""
-        self.stats["frames"] += 1
+        self.stats[FRAMES] += 1
         if type(data) is bytes and data[12:22] == _RARP_PREFIX and len(data) >= _RARP_MIN_LEN:
             # The common case, decided from fixed offsets: an untagged Ethernet/IPv4
             # RARP request, which the general path below would parse into exactly
@@ -287,30 +323,30 @@ class Engine:
             # or more (port, bridge), so this is most of a burst's frame handling.
             tha = data[_RARP_THA : _RARP_THA + 6]
             if not is_unicast(tha):
-                return self._drop("target-not-unicast", ifindex, now, mac=format_mac(tha))
-            return self.announce(tha, ifindex, aux_vid, now, trigger="rarp")
+                return self._drop(TARGET_NOT_UNICAST, ifindex, now, mac=format_mac(tha))
+            return self.announce(tha, ifindex, aux_vid, now, trigger=RARP)
         try:
             eth = EthernetFrame.parse(data)
         except FrameError as exc:
-            return self._drop("malformed", ifindex, now, detail=str(exc))
+            return self._drop(MALFORMED, ifindex, now, detail=str(exc))
         if eth.ethertype in (ETH_P_ARP, ETH_P_IPV6) and not eth.tags:
             return self._on_reply(data, ifindex, aux_vid, now)
         if eth.ethertype != ETH_P_RARP:
-            return self._drop("not-rarp", ifindex, now, detail=f"ethertype 0x{eth.ethertype:04x}")
+            return self._drop(NOT_RARP, ifindex, now, detail=f"ethertype 0x{eth.ethertype:04x}")
         try:
             pkt = ArpPacket.parse(eth.payload)
         except FrameError as exc:
-            return self._drop("malformed", ifindex, now, detail=str(exc))
+            return self._drop(MALFORMED, ifindex, now, detail=str(exc))
         if not pkt.is_ethernet_ipv4:
-            return self._drop("not-ethernet-ipv4", ifindex, now)
+            return self._drop(NOT_ETHERNET_IPV4, ifindex, now)
         if pkt.op != ArpOp.RARP_REQUEST:
-            return self._drop("not-rarp-request", ifindex, now, detail=f"op {pkt.op}")
+            return self._drop(NOT_RARP_REQUEST, ifindex, now, detail=f"op {pkt.op}")
         if not is_unicast(pkt.tha):
-            return self._drop("target-not-unicast", ifindex, now, mac=format_mac(pkt.tha))
+            return self._drop(TARGET_NOT_UNICAST, ifindex, now, mac=format_mac(pkt.tha))
         # The tag the kernel moved to PACKET_AUXDATA is the outermost one; a tag
         # still in the frame is either the only one (no offload) or an inner one.
         vid = aux_vid if aux_vid is not None else (eth.tags[0].vid if eth.tags else None)
-        return self.announce(pkt.tha, ifindex, vid, now, trigger="rarp")
+        return self.announce(pkt.tha, ifindex, vid, now, trigger=RARP)
 
     def announce(
         self,
@@ -327,32 +363,32 @@ class Engine:
         if isinstance(where, Ignored):
             return self._drop(where.reason, ifindex, now, mac=format_mac(mac), detail=where.detail)
         if (self._include or self._exclude) and not self._serves(ifindex, where):
-            return self._drop("excluded-port", ifindex, now, mac=format_mac(mac))
+            return self._drop(EXCLUDED_PORT, ifindex, now, mac=format_mac(mac))
         # Heard on a port this switch serves: copies, fabric and excluded ports
         # are not announcements.
-        self.stats[f"announcements.{trigger}"] += 1
+        self.stats[ANNOUNCED[trigger]] += 1
         if not self._port_buckets.take(ifindex, now):
-            return self._drop("rate-limit-port", ifindex, now, mac=format_mac(mac))
+            return self._drop(RATE_LIMIT_PORT, ifindex, now, mac=format_mac(mac))
         if not self._global_bucket.take(now):
-            return self._drop("rate-limit-global", ifindex, now, mac=format_mac(mac))
-        self.stats["announcements"] += 1
+            return self._drop(RATE_LIMIT_GLOBAL, ifindex, now, mac=format_mac(mac))
+        self.stats[ANNOUNCEMENTS] += 1
         key = (mac, where.key)
         last = self._last_round.get(key)
         if last is not None and now - last < self.config.holddown:
-            self.stats["dropped.duplicate"] += 1
+            self.stats[DROPPED[DUPLICATE]] += 1
             return [self._log("duplicate", "debug", mac, where, since_ms=_ms(now - last))]
         bindings = self.mirror.bindings(mac, where.l3, now)
         port = self._ifname(ifindex)
         if not bindings:
-            self.stats["dropped.unknown-mac"] += 1
+            self.stats[DROPPED[UNKNOWN_MAC]] += 1
             fields: dict[str, object] = {
                 "port": port,
                 "trigger": trigger,
                 "bindings": [],
                 "probes": 0,
-                "result": "unknown-mac",
+                "result": UNKNOWN_MAC,
             }
-            if not self._log_allowed("unknown-mac", now, fields):
+            if not self._log_allowed(UNKNOWN_MAC, now, fields):
                 return []
             return [self._log("announcement", "info", mac, where, **fields)]
         self._last_round[key] = now
@@ -372,7 +408,7 @@ class Engine:
             address = b.address
             src = source_address(self.mirror, where, address)
             if src is None:
-                self.stats["skipped.no-source-address"] += 1
+                self.stats[SKIPPED[NO_SOURCE_ADDRESS]] += 1
                 skipped.append(str(address))
                 continue
             state = self._initial_state(mac, b)
@@ -391,8 +427,8 @@ class Engine:
                 actions.append(a)
         self._rounds[key] = rnd
         self._arm(key, rnd)
-        self.stats["rounds"] += 1
-        self.stats[f"rounds.{trigger}"] += 1
+        self.stats[ROUNDS] += 1
+        self.stats[ROUNDS_BY[trigger]] += 1
         fields = {
             "mac": format_mac(mac),
             "domain": where.name,
@@ -428,7 +464,7 @@ class Engine:
                     return []
                 mac, address = msg.target_ll_mac or eth.src, msg.target
         except FrameError:
-            self.stats["dropped.malformed-reply"] += 1
+            self.stats[DROPPED[MALFORMED_REPLY]] += 1
             return []
         where = self._domain(ifindex, vid)
         if isinstance(where, Ignored):
@@ -437,11 +473,11 @@ class Engine:
         t = rnd.targets.get(address) if rnd is not None else None
         if rnd is None or t is None:
             return []
-        self.stats["replies"] += 1
+        self.stats[REPLIES] += 1
         if t.state is not TargetState.REMOTE or t.took_over or not self.config.takeover:
             return []
         t.took_over = True
-        self.stats["takeovers"] += 1
+        self.stats[TAKEOVERS] += 1
         return [
             Takeover(t.ifindex, t.address, mac, self.config.neigh_protocol),
             self._log(
@@ -471,13 +507,13 @@ class Engine:
             or not is_unicast(rec.lladdr)
         ):
             return []
-        self.stats["fdb-moves"] += 1
+        self.stats[FDB_MOVES] += 1
         return self.announce(
             rec.lladdr,
             rec.index,
             rec.vlan,
             now,
-            trigger="fdb-move",
+            trigger=FDB_MOVE,
             moved_from=self._ifname(previous.index),
         )
 
@@ -502,7 +538,7 @@ class Engine:
                 # learned, provided the kernel is expecting it.
                 t.state = TargetState.PROBING
                 t.retry = 0
-                self.stats["remote-deleted"] += 1
+                self.stats[REMOTE_DELETED] += 1
                 if self.config.relearn:
                     actions.append(self._resolve(t))
                 actions.extend(self._probe(rnd, t, now))
@@ -530,8 +566,8 @@ class Engine:
             t.confirmed_at = now
             elapsed = now - rnd.started
             self.confirm_times.append(elapsed)
-            self.stats["confirmed"] += 1
-            self.stats[f"confirmed.ipv{t.address.version}"] += 1
+            self.stats[CONFIRMED] += 1
+            self.stats[CONFIRMED_BY[t.address.version]] += 1
             actions.append(
                 self._log(
                     "confirmed",
@@ -675,14 +711,14 @@ class Engine:
 
     def _resolve(self, t: Target) -> Resolve:
         t.resolves += 1
-        self.stats["resolves"] += 1
+        self.stats[RESOLVES] += 1
         return Resolve(t.ifindex, t.address)
 
     def _probe(self, rnd: Round, t: Target, now: float) -> list[Action]:
         if not self._probe_bucket.take(now):
             # Keep the schedule moving: the next retry tries again.
             self._schedule_retry(t, now)
-            return self._drop("rate-limit-probe", t.ifindex, now, address=str(t.address))
+            return self._drop(RATE_LIMIT_PROBE, t.ifindex, now, address=str(t.address))
         return [self._send_probe(rnd, t, now)]
 
     def _schedule_retry(self, t: Target, now: float) -> None:
@@ -710,7 +746,7 @@ class Engine:
             raise AssertionError("source and target of different families")
         t.probes += 1
         self._schedule_retry(t, now)
-        self.stats[f"probes.ipv{t.address.version}"] += 1
+        self.stats[PROBES[t.address.version]] += 1
         return SendFrame(d.egress, frame, t.address.version, t.address, t.source, rnd.mac)
 
     def _arp_probe(
@@ -753,7 +789,7 @@ class Engine:
             if t.resolves:
                 actions.append(RemovePlaceholder(t.ifindex, t.address))
         if gave_up:
-            self.stats["gave-up"] += len(gave_up)
+            self.stats[GAVE_UP] += len(gave_up)
             if log:
                 actions.append(
                     self._log(
@@ -783,12 +819,12 @@ class Engine:
         return True
 
     def _drop(self, reason: str, ifindex: int, now: float, **fields: object) -> list[Action]:
-        self.stats[f"dropped.{reason}"] += 1
+        self.stats[dropped(reason)] += 1
         if not self._log_allowed(reason, now, fields):
             return []
         # Copies of a frame already handled on its ingress port are expected:
         # debug level. Everything else is worth an info line.
-        level = "debug" if reason.endswith("-copy") else "info"
+        level = "debug" if reason in COPIES else "info"
         fields = {k: v for k, v in fields.items() if v}
         return [Log("dropped", level, {"reason": reason, "port": self._ifname(ifindex), **fields})]
 

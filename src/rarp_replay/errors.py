@@ -1,7 +1,9 @@
-"""The project's typed errors.
+"""The project's typed errors: every error the package raises on purpose is here.
 
 Parsers raise only `FrameError` subclasses on bad input (never a leaked
-`IndexError` or `struct.error`), so callers can count and log a drop.
+`IndexError` or `struct.error`), so callers can count and log a drop. The
+netlink codec raises `NetlinkError` both ways: a message it cannot decode, a
+record or request it cannot encode.
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ class AddressError(RarpReplayError, ValueError):
     """A MAC or IP address given by a user is invalid for the purpose."""
 
 
+class ConfigError(RarpReplayError, ValueError):
+    """A setting is missing, unknown or malformed; the message names it.
+
+    A ValueError too, as the value checks it wraps are (config.Kind)."""
+
+
 class NetlinkError(RarpReplayError):
-    """A netlink request failed or a netlink message could not be decoded."""
+    """A netlink request failed, or a netlink message could not be decoded or encoded."""
 
     def __init__(self, message: str, errno: int = 0) -> None:
         super().__init__(message)
@@ -49,6 +57,14 @@ class CapabilityError(RarpReplayError):
     def __init__(self, capability: str, message: str | None = None) -> None:
         super().__init__(message or f"missing capability {capability}")
         self.capability = capability
+
+
+class PrivilegeDropError(RarpReplayError):
+    """Dropping capabilities failed, or the result was not what was asked for."""
+
+
+class NetnsError(RarpReplayError):
+    """The network namespace asked for does not exist or cannot be entered."""
 
 
 class InterfaceError(RarpReplayError):

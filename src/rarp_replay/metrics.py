@@ -1,12 +1,15 @@
 """Prometheus metrics for `rarp-reply` (`--metrics HOST:PORT`; off by default).
 
 The engine and the daemon count everything in `Engine.stats`, a `Counter`
-with dotted keys ("probes.ipv4", "dropped.duplicate", ...). Nothing here runs
+with dotted keys ("probes.ipv4", "dropped.duplicate", ...) named in `counters`. Nothing here runs
 in the hot path: a custom collector reads that Counter, the mirror's table
 sizes and the open rounds when Prometheus scrapes, and turns each key into a
 metric and labels through one explicit table (`STATS`). A key the table does
 not know (a counter added later) is exported under
 `rarp_replay_unmapped_stats_total{key=...}`, never dropped silently.
+
+The capture's own kernel counters (PACKET_STATISTICS: frames queued and
+dropped for lack of buffer space) are read from its sockets at scrape time.
 
 The one thing that is not a counter, the time from a round's start to the
 kernel learning the address locally, is collected by the engine in
@@ -52,7 +55,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from . import __version__
+from . import __version__, counters
 from .engine import Engine
 from .errors import RarpReplayError
 from .listen import format_listen
@@ -167,56 +170,53 @@ COUNTERS: dict[str, CounterSpec] = {
 
 UNMAPPED = "unmapped_stats"
 
-# Drop reasons, as in the engine's `dropped` log lines.
-_FRAME_DROPS = (
-    "malformed",
-    "not-rarp",
-    "not-ethernet-ipv4",
-    "not-rarp-request",
-    "target-not-unicast",
-    "malformed-reply",
-)
-_IGNORED = (  # domain.resolve()'s reasons
-    "unknown-interface",
-    "fabric-port",
-    "bridge-copy",
-    "stacked-copy",
-    "vlan-parent-copy",
-    "aggregate-member-copy",
-    "no-l3-interface",
-    "excluded-port",  # the operator's include/exclude globs
-)
-_ANNOUNCEMENT_DROPS = ("duplicate", "unknown-mac", "rate-limit-port", "rate-limit-global")
-TRIGGERS = ("rarp", "fdb-move")
-FAMILIES = ("ipv4", "ipv6")
+# Engine.stats keys (see `counters`) exported as a counter without labels.
+_PLAIN: dict[str, str] = {
+    counters.FRAMES: "captured_frames",
+    counters.FDB_MOVES: "fdb_moves",
+    counters.SEND_ERRORS: "send_errors",
+    counters.REPLIES: "replies",
+    counters.TAKEOVERS: "takeovers",
+    counters.REMOTE_DELETED: "remote_deleted",
+    counters.RESOLVES: "resolves",
+    counters.GAVE_UP: "gave_up",
+    counters.NETLINK_REDUMPS: "netlink_redumps",
+    counters.NETLINK_ERRORS: "netlink_errors",
+    counters.RELOADS: "config_reloads",
+    counters.RELOAD_ERRORS: "config_reload_errors",
+}
+# Counters with one label: metric -> {label value: Engine.stats key}.
+_LABELLED: dict[str, dict[str, str]] = {
+    "frames_dropped": {r: counters.DROPPED[r] for r in counters.FRAME_DROPS},
+    "announcements": counters.ANNOUNCED,
+    "announcements_ignored": {r: counters.DROPPED[r] for r in counters.IGNORED},
+    "announcements_dropped": {r: counters.DROPPED[r] for r in counters.ANNOUNCEMENT_DROPS},
+    "rounds": counters.ROUNDS_BY,
+    "addresses_skipped": counters.SKIPPED,
+    "probes": {f: counters.PROBES[v] for v, f in counters.FAMILIES.items()},
+    "probes_dropped": {r: counters.DROPPED[r] for r in counters.PROBE_DROPS},
+    "confirmations": {f: counters.CONFIRMED_BY[v] for v, f in counters.FAMILIES.items()},
+}
+# Keys that are the sum of others: exporting them too would double what sum() gives.
+# (announcements: announcements.* minus the rate-limit drops.)
+_SUMS = (counters.ANNOUNCEMENTS, counters.ROUNDS, counters.CONFIRMED)
 
-# Every key in Engine.stats -> (counter, label values), or None for a key that
-# is the sum of others (exporting it too would double what sum() gives).
+# Every key in Engine.stats -> (counter, label values), or None for a sum.
 STATS: dict[str, tuple[str, tuple[str, ...]] | None] = {
-    "frames": ("captured_frames", ()),
-    **{f"dropped.{r}": ("frames_dropped", (r,)) for r in _FRAME_DROPS},
-    **{f"announcements.{t}": ("announcements", (t,)) for t in TRIGGERS},
-    "fdb-moves": ("fdb_moves", ()),
-    "announcements": None,  # = announcements.* minus the rate-limit drops
-    **{f"dropped.{r}": ("announcements_ignored", (r,)) for r in _IGNORED},
-    **{f"dropped.{r}": ("announcements_dropped", (r,)) for r in _ANNOUNCEMENT_DROPS},
-    **{f"rounds.{t}": ("rounds", (t,)) for t in TRIGGERS},
-    "rounds": None,  # = rounds.*
-    "skipped.no-source-address": ("addresses_skipped", ("no-source-address",)),
-    **{f"probes.{f}": ("probes", (f,)) for f in FAMILIES},
-    "dropped.rate-limit-probe": ("probes_dropped", ("rate-limit-probe",)),
-    "send-errors": ("send_errors", ()),
-    "replies": ("replies", ()),
-    "takeovers": ("takeovers", ()),
-    "remote-deleted": ("remote_deleted", ()),
-    "resolves": ("resolves", ()),
-    **{f"confirmed.{f}": ("confirmations", (f,)) for f in FAMILIES},
-    "confirmed": None,  # = confirmed.*
-    "gave-up": ("gave_up", ()),
-    "netlink.redumps": ("netlink_redumps", ()),
-    "netlink.errors": ("netlink_errors", ()),
-    "reloads": ("config_reloads", ()),
-    "reload.errors": ("config_reload_errors", ()),
+    **{key: (name, ()) for key, name in _PLAIN.items()},
+    **{key: (name, (v,)) for name, keys in _LABELLED.items() for v, key in keys.items()},
+    **dict.fromkeys(_SUMS),
+}
+
+# The kernel's own counts for the capture sockets (PACKET_STATISTICS: tp_packets,
+# tp_drops), summed over the fanout group's members and read at scrape time.
+CAPTURE_RECEIVED = "capture_kernel_received"
+CAPTURE_DROPS = "capture_kernel_drops"
+CAPTURE_COUNTERS: dict[str, str] = {
+    CAPTURE_RECEIVED: "Frames the kernel queued for the capture sockets (those that passed "
+    "the filter, the dropped ones included).",
+    CAPTURE_DROPS: "Frames the kernel dropped because a capture socket's receive buffer was "
+    "full (raise capture-rcvbuf if this grows).",
 }
 
 # Mirror.counts() keys -> gauge name (without the prefix) and help.
@@ -265,6 +265,9 @@ class EngineCollector(Collector):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.histogram = ConfirmationHistogram()
+        # The capture's kernel counters, (received, dropped) since it opened:
+        # `CaptureGroup.statistics`, set once the capture is open.
+        self.capture_statistics: Callable[[], tuple[int, int]] | None = None
 
     def drain(self) -> None:
         """Move the engine's new confirmation times into the histogram (main thread)."""
@@ -296,6 +299,14 @@ class EngineCollector(Collector):
             if key not in STATS:
                 counters[UNMAPPED].add_metric((key,), value)
         yield from counters.values()
+
+        # getsockopt(PACKET_STATISTICS) on each capture socket, here in the server's
+        # thread: the kernel resets its counters on every read, so `statistics`
+        # accumulates them, and nothing else reads them. No capture yet: nothing seen.
+        capture = self.capture_statistics
+        received, dropped = capture() if capture is not None else (0, 0)
+        for name, value in ((CAPTURE_RECEIVED, received), (CAPTURE_DROPS, dropped)):
+            yield CounterMetricFamily(PREFIX + name, CAPTURE_COUNTERS[name], value=value)
 
         counts = self.engine.mirror.counts()  # thread-safe: see Mirror.counts
         for key, value in counts.items():
@@ -404,7 +415,10 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
         self.where = where
 
-    def start(self) -> None:
+    def start(self, capture_statistics: Callable[[], tuple[int, int]] | None = None) -> None:
+        """Serve from now on; `capture_statistics` (the capture's kernel counters) is
+        read by scrapes only, so that this thread alone resets the kernel's counts."""
+        self.collector.capture_statistics = capture_statistics
         self._thread.start()
         emit(self.log, "metrics-listening", "info", address=self.where)
 

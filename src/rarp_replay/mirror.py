@@ -57,8 +57,12 @@ def _binds(n: Neighbor) -> bool:
     return n.lladdr is not None and bool(n.state & NUD_VALID) and n.address is not None
 
 
+# Seconds a deleted binding is remembered (the `remember` setting's default).
+REMEMBER = 300.0
+
+
 class Mirror:
-    def __init__(self, remember: float = 300.0) -> None:
+    def __init__(self, remember: float = REMEMBER) -> None:
         self.remember = remember
         self.links: dict[int, Link] = {}
         self.addresses: dict[int, dict[IPAddress, Address]] = {}

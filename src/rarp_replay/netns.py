@@ -19,7 +19,7 @@ import ctypes
 import errno
 import os
 
-from .errors import CapabilityError, RarpReplayError
+from .errors import CapabilityError, NetnsError
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"  # where `ip netns add NAME` bind-mounts the namespace
@@ -27,10 +27,6 @@ NETNS_RUN_DIR = "/run/netns"  # where `ip netns add NAME` bind-mounts the namesp
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.setns.restype = ctypes.c_int
-
-
-class NetnsError(RarpReplayError):
-    """The network namespace asked for does not exist or cannot be entered."""
 
 
 def path_of(name: str) -> str:

@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Rate(NamedTuple):
+    """A rate limit: `rate` per second, at most `burst` at once (a bucket's size).
+
+    A tuple, so that `TokenBucket(*rate)` builds its bucket and settings compare
+    and print as (rate, burst)."""
+
+    rate: float
+    burst: float
 
 
 @dataclass

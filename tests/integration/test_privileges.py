@@ -267,10 +267,10 @@ def test_more_than_one_thread_refuses_to_drop() -> None:
     code = (
         "import threading, time\n"
         "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
-        "from rarp_replay import capabilities\n"
+        "from rarp_replay import capabilities, errors\n"
         "try:\n"
         "    capabilities.drop_to([12, 13])\n"
-        "except capabilities.PrivilegeDropError as exc:\n"
+        "except errors.PrivilegeDropError as exc:\n"
         "    print(exc)\n"
     )
     proc = netlab.run([sys.executable, "-c", code])

@@ -11,9 +11,12 @@ import pytest
 
 from rarp_replay import config
 from rarp_replay.cli.rarp_reply import build_parser
-from rarp_replay.config import ConfigError, Settings
-from rarp_replay.daemon import DaemonConfig
+from rarp_replay.config import Settings, engine_config
 from rarp_replay.domain import GlobSet
+from rarp_replay.engine import Config
+from rarp_replay.errors import ConfigError
+from rarp_replay.mirror import Mirror
+from rarp_replay.ratelimit import Rate
 
 
 def parse(*argv: str) -> dict[str, object]:
@@ -28,10 +31,48 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_defaults_match_engine_defaults() -> None:
     s = Settings()
-    d = DaemonConfig.from_settings(s)
-    assert d.engine.holddown == 5.0 and d.engine.give_up == 30.0
-    assert (d.engine.port_rate, d.engine.port_burst) == s.port_rate
-    assert d.remember == 300.0 and not d.dry_run
+    e = engine_config(s)
+    assert e.holddown == 5.0 and e.give_up == 30.0
+    assert e.port_rate == s.port_rate == Rate(2000.0, 20000.0)
+    assert s.remember == 300.0 and not s.dry_run
+    # One set of defaults: the settings' are the engine's and the mirror's.
+    assert e == Config()
+    assert s.remember == Mirror().remember
+
+
+def test_settings_map_onto_the_engine_by_name() -> None:
+    # Every setting the engine does not take is the daemon's own (sockets,
+    # logs, the mirror): a setting meant for the engine under another name
+    # would land here and fail.
+    engine = {f.name for f in dataclasses.fields(Config)}
+    settings = {f.name for f in dataclasses.fields(Settings)}
+    assert settings - engine == {
+        "remember",
+        "dry_run",
+        "metrics",
+        "netns",
+        "log_level",
+        "log_format",
+        "netlink_rcvbuf",
+        "capture_rcvbuf",
+    }
+    s = Settings(
+        holddown=1.0,
+        give_up=2.0,
+        retry_backoff=(0.5,),
+        relearn=False,
+        takeover=False,
+        fdb_trigger=False,
+        port_rate=Rate(1.0, 2.0),
+        global_rate=Rate(3.0, 4.0),
+        probe_rate=Rate(5.0, 6.0),
+        fabric_ports=("up*",),
+        include=("swp*",),
+        exclude=("swp9",),
+    )
+    e = engine_config(s)
+    for name in settings & engine:
+        assert getattr(e, name) == getattr(s, name) != getattr(Config(), name), name
 
 
 def test_file_then_flags_precedence(tmp_path: Path) -> None:
@@ -62,9 +103,9 @@ def test_file_then_flags_precedence(tmp_path: Path) -> None:
     assert s.probe_rate == (50.0, 50.0)
     assert s.log_format == "json"
     assert s.netlink_rcvbuf == 4 << 20
-    d = DaemonConfig.from_settings(s)
-    assert d.engine.include == ("swp9",) and d.engine.fabric_ports == ("uplink*",)
-    assert (d.engine.global_rate, d.engine.global_burst) == (300.0, 600.0)
+    e = engine_config(s)
+    assert e.include == ("swp9",) and e.fabric_ports == ("uplink*",)
+    assert (e.global_rate.rate, e.global_rate.burst) == (300.0, 600.0)
 
 
 @pytest.mark.parametrize(

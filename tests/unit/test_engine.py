@@ -1,7 +1,10 @@
-"""The decision logic, driven with plain records and frames: no sockets."""
+"""The decision logic, driven with plain records and frames: no sockets.
+
+Last: the operator's settings in the engine (port globs, reconfiguring a live engine)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import ip_address
 
 import pytest
@@ -20,6 +23,7 @@ from topology import (
     PORT,
     PORT2,
     SVI_MAC,
+    TRUNK_V10,
     VM_MAC,
     VX,
     gone,
@@ -49,6 +53,7 @@ from rarp_replay.netlink.records import (
     NUD_STALE,
     Neighbor,
 )
+from rarp_replay.ratelimit import Rate
 
 VM = format_mac(VM_MAC)
 SVI = format_mac(SVI_MAC)
@@ -390,3 +395,100 @@ def test_no_takeover_when_disabled_or_control_plane_reinstalls() -> None:
     gone_ev = gone(remote("192.0.2.10"))
     m.apply(gone_ev, 0.1)
     assert Resolve(BR, ip_address("192.0.2.10")) in eng.on_netlink(gone_ev, 0.1)
+
+
+# -- operator settings: port globs, and reconfiguring a live engine (SIGHUP) ----------
+
+
+def n_probes(actions: list) -> int:  # type: ignore[type-arg]
+    return len(sends(actions))
+
+
+def reasons(actions: list) -> list[object]:  # type: ignore[type-arg]
+    return [a.fields["reason"] for a in logs(actions, "dropped")]
+
+
+def test_include_matches_port_or_svi() -> None:
+    for include, served in [
+        (("swp1",), {PORT}),
+        (("swp*",), {PORT, PORT2}),
+        (("br100",), {PORT, PORT2}),  # the SVI: every port of the VLAN
+        (("swp2", "bond*"), {PORT2}),
+    ]:
+        for port in (PORT, PORT2):
+            eng = Engine(switch(remote("192.0.2.10")), Config(include=include))
+            actions = eng.on_frame(rarp(), port, None, now=0.0)
+            if port in served:
+                assert n_probes(actions) == 1, (include, port)
+            else:
+                assert n_probes(actions) == 0 and reasons(actions) == ["excluded-port"]
+                assert eng.stats["dropped.excluded-port"] == 1
+
+
+def test_exclude_wins_over_include() -> None:
+    eng = Engine(switch(remote("192.0.2.10")), Config(include=("swp*",), exclude=("swp2",)))
+    assert n_probes(eng.on_frame(rarp(), PORT2, None, now=0.0)) == 0
+    assert n_probes(eng.on_frame(rarp(), PORT, None, now=0.0)) == 1
+    eng = Engine(switch(remote("192.0.2.10")), Config(exclude=("br1*",)))
+    assert n_probes(eng.on_frame(rarp(), PORT, None, now=0.0)) == 0
+
+
+def test_fabric_port_globs() -> None:
+    eng = Engine(switch(remote("192.0.2.10")), Config(fabric_ports=("swp1*",)))
+    actions = eng.on_frame(rarp(), PORT, None, now=0.0)
+    assert n_probes(actions) == 0 and reasons(actions) == ["fabric-port"]
+    # A tagged sub-interface of a matching port is a different name: not matched.
+    eng = Engine(switch(remote("192.0.2.10")), Config(fabric_ports=("swp1",)))
+    assert "fabric-port" not in reasons(eng.on_frame(rarp(), TRUNK_V10, None, now=0.0))
+    assert eng.stats["dropped.fabric-port"] == 0
+    # VXLAN stays fabric whatever the globs say.
+    eng = Engine(switch(remote("192.0.2.10")), Config(fabric_ports=()))
+    assert reasons(eng.on_frame(rarp(), VX, None, now=0.0)) == ["fabric-port"]
+
+
+def test_reconfigure_keeps_rounds_and_holddown() -> None:
+    eng = Engine(switch(remote("192.0.2.10")), Config(holddown=5.0))
+    assert n_probes(eng.on_frame(rarp(), PORT, None, now=0.0)) == 1
+    assert eng._rounds  # the VM has not answered: the round is open
+    eng.reconfigure(replace(eng.config, holddown=10.0, include=("swp*",)))
+    assert eng._rounds, "a reload must not drop rounds in flight"
+    # Hold-down survives the reload and follows the new window.
+    assert n_probes(eng.on_frame(rarp(), PORT, None, now=7.0)) == 0
+    assert eng.stats["dropped.duplicate"] == 1
+    assert n_probes(eng.on_frame(rarp(), PORT, None, now=10.5)) == 1
+    # The new include list applies at once.
+    eng.reconfigure(replace(eng.config, include=("nothing*",)))
+    assert reasons(eng.on_frame(rarp(), PORT2, None, now=30.0)) == ["excluded-port"]
+
+
+def test_reconfigure_rate_limits() -> None:
+    eng = Engine(switch(remote("192.0.2.10")), Config(holddown=0.0, port_rate=Rate(1.0, 2.0)))
+    got = [n_probes(eng.on_frame(rarp(), PORT, None, now=0.0)) for _ in range(3)]
+    assert got == [1, 1, 0] and eng.stats["dropped.rate-limit-port"] == 1
+    # Same limits again: the bucket keeps its (empty) state, no fresh burst.
+    eng.reconfigure(replace(eng.config, holddown=0.0))
+    assert n_probes(eng.on_frame(rarp(), PORT, None, now=0.0)) == 0
+    # New limits: a new bucket, with the new burst.
+    eng.reconfigure(replace(eng.config, port_rate=Rate(1.0, 5.0)))
+    got = [n_probes(eng.on_frame(rarp(), PORT, None, now=0.0)) for _ in range(6)]
+    assert got == [1, 1, 1, 1, 1, 0]
+
+
+def test_remote_target_refused_by_probe_limit_is_probed_later() -> None:
+    # Two VMs behind EVPN remote entries, a probe bucket of one: the second
+    # VM's probe is refused. It must still be probed once the bucket refills,
+    # or its answer (and make-before-break) never comes.
+    eng = Engine(
+        switch(remote("192.0.2.10"), remote("192.0.2.11", mac=OTHER_MAC)),
+        Config(probe_rate=Rate(1.0, 1.0)),
+    )
+    assert n_probes(eng.on_frame(rarp(), PORT, None, now=0.0)) == 1
+    other = eng.on_frame(rarp(OTHER_MAC), PORT, None, now=0.0)
+    assert n_probes(other) == 0 and reasons(other) == ["rate-limit-probe"]
+    deadline = eng.next_deadline()
+    assert deadline is not None and deadline < 1.0  # the retry, not the 30 s give-up
+    later = eng.tick(1.5)
+    sent = [a for a in later if isinstance(a, SendFrame)]
+    assert [str(a.target) for a in sent] == ["192.0.2.11"]
+    # Probed once: it then waits for the VM's answer or EVPN's withdrawal, no more.
+    assert [a for a in eng.tick(20.0) if isinstance(a, SendFrame)] == []

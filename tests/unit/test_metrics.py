@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from topology import BR, OTHER_MAC, PORT, VM_MAC, gone, local, new, remote, switch
 
 import rarp_replay
-from rarp_replay import config, metrics
+from rarp_replay import config, counters, errors, metrics
 from rarp_replay.cli.rarp_reply import build_parser, main
 from rarp_replay.config import Settings
 from rarp_replay.engine import Engine
@@ -54,67 +54,117 @@ def series(key: str) -> str:
 # -- the key table ------------------------------------------------------------------
 
 
+def _counted_names(module: str) -> list[tuple[str, ast.expr]]:
+    """(what, expression) for every counter key, drop reason, ignored reason and
+    trigger `module` writes: `stats[...]` keys, `_drop(...)`'s and `Ignored(...)`'s
+    first argument, `trigger=` keywords, `reason` / `result` log fields."""
+    found: list[tuple[str, ast.expr]] = []
+    for node in ast.walk(ast.parse((SRC / module).read_text())):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "stats"
+        ):
+            found.append(("key", node.slice))
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in ("_drop", "_log_allowed") and node.args:
+                found.append(("reason", node.args[0]))
+            if name == "Ignored" and node.args:
+                found.append(("ignored", node.args[0]))
+            found += [("trigger", kw.value) for kw in node.keywords if kw.arg == "trigger"]
+        if isinstance(node, ast.Dict):
+            found += [
+                ("reason", v)
+                for k, v in zip(node.keys, node.values, strict=True)
+                if isinstance(k, ast.Constant) and k.value in ("reason", "result")
+            ]
+    return found
+
+
+def _value(expr: ast.expr, params: dict[str, tuple[object, ...]]) -> set[object]:
+    """The values `expr` can take: a name from `counters`, a `counters` table looked
+    up with such a name, or a parameter that carries one (`params`). Anything else,
+    a string literal first of all, fails: every name is written in `counters` only."""
+    if isinstance(expr, ast.Name):
+        if expr.id in params:
+            return set(params[expr.id])
+        assert hasattr(counters, expr.id), f"{expr.id} is not a name from counters"
+        return {getattr(counters, expr.id)}
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
+        table = getattr(counters, expr.value.id)
+        assert isinstance(table, dict), expr.value.id
+        if isinstance(expr.slice, ast.Attribute) and expr.slice.attr == "version":
+            return set(table.values())  # an IP address's version: 4 or 6, each in the table
+        return {table[v] for v in _value(expr.slice, params)}
+    if isinstance(expr, ast.Call) and getattr(expr.func, "id", None) == "dropped":
+        return {counters.dropped(r) for r in _value(expr.args[0], params)}  # type: ignore[arg-type]
+    raise AssertionError(f"not a name from counters: {ast.unparse(expr)}")
+
+
 def _source_keys() -> set[str]:
-    """Every Engine.stats key the engine, the daemon and domain.resolve() can produce."""
-    keys: set[str] = set()
-    dynamic: set[str] = set()
-    for name in ("engine.py", "daemon.py"):
-        tree = ast.parse((SRC / name).read_text())
-        triggers = {
-            kw.value.value
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Call)
-            for kw in node.keywords
-            if kw.arg == "trigger" and isinstance(kw.value, ast.Constant)
-        }
-        if name == "engine.py":
-            assert triggers == set(metrics.TRIGGERS)
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Subscript)
-                and isinstance(node.value, ast.Attribute)
-                and node.value.attr == "stats"
-            ):
-                key = node.slice
-                if isinstance(key, ast.Constant):
-                    keys.add(key.value)
-                else:
-                    assert isinstance(key, ast.JoinedStr), ast.dump(key)
-                    first = key.values[0]
-                    assert isinstance(first, ast.Constant)
-                    dynamic.add(first.value)
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "_drop"
-            ):
-                reason = node.args[0]
-                if isinstance(reason, ast.Constant):
-                    keys.add(f"dropped.{reason.value}")
-                else:  # the only computed reason: domain.resolve()'s, below
-                    assert isinstance(reason, ast.Attribute) and reason.attr == "reason"
-    for node in ast.walk(ast.parse((SRC / "domain.py").read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Ignored":
-            keys.add(f"dropped.{node.args[0].value}")  # type: ignore[attr-defined]
-    # f-string keys: expand each with the values its placeholder takes. A new
-    # dynamic key fails here until it is added (and mapped).
-    expansions = {
-        "announcements.": metrics.TRIGGERS,
-        "rounds.": metrics.TRIGGERS,
-        "probes.ipv": ("4", "6"),
-        "confirmed.ipv": ("4", "6"),
-        "dropped.": (),  # _drop(): its reasons are collected above
+    """Every Engine.stats key the engine, the daemon and domain.resolve() can produce,
+    checking on the way that each key, reason and trigger is a name from `counters`."""
+    ignored = set()
+    for what, expr in _counted_names("domain.py"):
+        assert what == "ignored", ast.unparse(expr)
+        ignored |= _value(expr, {})
+    assert ignored | {counters.EXCLUDED_PORT} == set(counters.IGNORED)
+    # The parameters that pass a name through: _drop's and _log_allowed's reason
+    # (checked at each call), announce's trigger (checked at each call), the
+    # reason of a domain.resolve() verdict.
+    params: dict[str, tuple[object, ...]] = {
+        "reason": counters.DROP_REASONS,
+        "trigger": counters.TRIGGERS,
     }
-    assert dynamic <= set(expansions), dynamic - set(expansions)
-    keys |= {prefix + v for prefix in dynamic for v in expansions[prefix]}
+    keys: set[str] = set()
+    for module in ("engine.py", "daemon.py"):
+        for what, expr in _counted_names(module):
+            if what == "reason" and isinstance(expr, ast.Attribute) and expr.attr == "reason":
+                continue  # where.reason: an Ignored's, checked in domain.py above
+            values = _value(expr, params)
+            if what == "key":
+                keys |= values  # type: ignore[arg-type]
+            elif what == "trigger":
+                assert values <= set(counters.TRIGGERS), values
+            else:
+                assert values <= set(counters.DROP_REASONS), values
     return keys
 
 
 def test_every_stats_key_the_code_produces_is_mapped_and_no_other() -> None:
     produced = _source_keys()
     assert len(produced) > 30  # the scan found them, not nothing
+    assert produced <= counters.keys(), produced - counters.keys()
     assert produced - set(STATS) == set(), "map these keys in metrics.STATS"
-    assert set(STATS) - produced == set(), "stale keys in metrics.STATS"
+    assert counters.keys() - set(STATS) == set(), "map these keys in metrics.STATS"
+    assert set(STATS) - counters.keys() == set(), "stale keys in metrics.STATS"
+
+
+def test_reasons_and_triggers_are_written_only_in_counters() -> None:
+    """Anywhere in the package (a module that classifies frames included), a reason or
+    a trigger is a name from `counters`, not a string of its own; only a log event
+    may be the same word (the `duplicate` event of a duplicate announcement)."""
+    words = {*counters.DROP_REASONS, *counters.SKIP_REASONS, *counters.TRIGGERS}
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "counters.py":
+            continue
+        tree = ast.parse(path.read_text())
+        events = {
+            id(node.args[0])
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and node.args
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("_log", "Log")
+        }
+        found += [
+            f"{path.relative_to(SRC)}:{node.lineno}: {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in words and id(node) not in events
+        ]
+    assert found == []
 
 
 def test_each_key_has_its_own_series_and_known_metric() -> None:
@@ -132,6 +182,9 @@ def test_every_series_is_exported_at_zero_before_anything_happens() -> None:
             assert got[series(key)] == 0, key
     assert got[f"{PREFIX}rounds_active"] == 0
     assert got[f'{PREFIX}confirmation_seconds_bucket{{le="+Inf"}}'] == 0
+    # No capture open yet: its kernel counters are there, at zero.
+    assert got[f"{PREFIX}capture_kernel_received_total"] == 0
+    assert got[f"{PREFIX}capture_kernel_drops_total"] == 0
     version = rarp_replay.__version__
     assert got[f'{PREFIX}build_info{{python="{sys.version.split()[0]}",version="{version}"}}'] == 1
 
@@ -346,7 +399,7 @@ def test_metrics_off_by_default_and_server_not_imported_for_the_flag(tmp_path: P
     path.write_text('metrics = ""\n')
     assert config.load(str(path), {})[0].metrics is None
     path.write_text('metrics = "::1:9464"\n')
-    with pytest.raises(config.ConfigError, match=r"metrics: write an IPv6 address in brackets"):
+    with pytest.raises(errors.ConfigError, match=r"metrics: write an IPv6 address in brackets"):
         config.load(str(path), {})
     # The CLI (and its --metrics parser) loads neither the server nor
     # prometheus_client: a daemon without --metrics does not pay for them.

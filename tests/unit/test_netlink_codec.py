@@ -360,7 +360,7 @@ def test_encode_matches_kernel_layout() -> None:
 def test_encode_rejects_unrepresentable_records(
     record: Neighbor | Link | Address, msg_type: int | None
 ) -> None:
-    with pytest.raises(ValueError, match=r"."):
+    with pytest.raises(NetlinkError, match=r"."):
         c.encode(record, msg_type)
 
 
@@ -401,13 +401,13 @@ def test_neigh_request_replace_use_delete() -> None:
     assert c.decode(t, body) == Event(
         Change.NEW, Neighbor(AF_INET, 4, IPv4Address("192.0.2.3"), None, 0, NTF_USE)
     )
-    with pytest.raises(ValueError, match="NTF_USE"):
+    with pytest.raises(NetlinkError, match="NTF_USE"):
         c.neigh_request(c.RTM_NEWNEIGH, index=4, address=addr, lladdr=MAC, flags=NTF_USE)
 
     delete = c.neigh_request(c.RTM_DELNEIGH, index=4, address=addr)
     t, flags, _seq, body = only(delete)
     assert (t, flags) == (c.RTM_DELNEIGH, c.NLM_F_REQUEST | c.NLM_F_ACK)
-    with pytest.raises(ValueError, match="neighbor request"):
+    with pytest.raises(NetlinkError, match="neighbor request"):
         c.neigh_request(c.RTM_GETNEIGH, index=4, address=addr)
 
 

@@ -6,7 +6,7 @@ from topology import PORT, PORT2, VM_MAC, remote, switch
 
 from rarp_replay.engine import Config, Engine, Log, SendFrame
 from rarp_replay.frames.arp import rarp_request_frame
-from rarp_replay.ratelimit import KeyedBuckets, TokenBucket
+from rarp_replay.ratelimit import KeyedBuckets, Rate, TokenBucket
 
 
 def test_bucket_spends_burst_then_refills_at_rate() -> None:
@@ -36,7 +36,7 @@ def flood_mac(i: int) -> bytes:
 
 
 def test_flooding_port_is_capped_and_other_port_still_served() -> None:
-    cfg = Config(port_rate=10, port_burst=20, global_rate=1000, global_burst=1000)
+    cfg = Config(port_rate=Rate(10, 20), global_rate=Rate(1000, 1000))
     eng = Engine(switch(remote("192.0.2.10")), cfg)
     lines = []
     for i in range(1000):  # random MACs from one port within 10 ms
@@ -51,7 +51,7 @@ def test_flooding_port_is_capped_and_other_port_still_served() -> None:
 
 
 def test_probes_capped_globally_and_suppressed_count_reported() -> None:
-    cfg = Config(probe_rate=1, probe_burst=2, drop_log_burst=1)
+    cfg = Config(probe_rate=Rate(1, 2), drop_log_burst=1)
     m = switch(*[remote(f"192.0.2.{i}") for i in range(10, 15)])
     eng = Engine(m, cfg)
     out = eng.on_frame(rarp_request_frame(VM_MAC), PORT, None, now=0.0)

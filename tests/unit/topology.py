@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipaddress import ip_address
 
-from rarp_replay.mirror import Mirror
+from rarp_replay.mirror import REMEMBER, Mirror
 from rarp_replay.netlink.records import (
     AF_INET,
     AF_INET6,
@@ -116,7 +116,7 @@ def gone(rec: Link | Address | Neighbor) -> Event:
     return Event(Change.DEL, rec)
 
 
-def switch(*neighbors: Neighbor, remember: float = 300.0) -> Mirror:
+def switch(*neighbors: Neighbor, remember: float = REMEMBER) -> Mirror:
     m = Mirror(remember=remember)
     m.reset(
         [new(x) for x in links()],

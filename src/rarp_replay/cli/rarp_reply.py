@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from .. import __version__, config, logs
-from ..config import ConfigError, Settings
-from ..daemon import Daemon, DaemonConfig
-from ..errors import CapabilityError, NetlinkError, RarpReplayError
+from ..config import Settings
+from ..daemon import Daemon
+from ..errors import CapabilityError, ConfigError, NetlinkError, RarpReplayError
 
 PROG = "rarp-reply"
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(config.render(settings, source))
         return 0
     logger = logs.setup(settings.log_level, settings.log_format)
-    daemon = Daemon(DaemonConfig.from_settings(settings), logger, reload=reload)
+    daemon = Daemon(settings, logger, reload=reload)
     try:
         daemon.open()
         return daemon.run()

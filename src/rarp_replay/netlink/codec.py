@@ -27,6 +27,8 @@ Contract
 * Decoders raise only `NetlinkError` on malformed input (never ``IndexError``
   or ``struct.error``): a truncated header, an attribute running past its
   message, an address of the wrong length for its family...
+* Encoders raise `NetlinkError` too, for a record or request that cannot be put
+  on the wire (a value out of range, an FDB entry with an IP address...).
 * Records the kernel sends that the daemon has no use for decode to ``None``
   (unknown message types and families, AF_BRIDGE port messages on the link
   group).
@@ -551,7 +553,7 @@ def decode_error(body: Buffer, flags: int = 0) -> tuple[int, str | None]:
 def _nlattr(atype: int, payload: bytes) -> bytes:
     length = NLA_HDRLEN + len(payload)
     if length > 0xFFFF:
-        raise ValueError(f"attribute {atype} too long ({len(payload)} bytes)")
+        raise NetlinkError(f"attribute {atype} too long ({len(payload)} bytes)")
     return _NLATTR.pack(length, atype) + payload + b"\0" * (_align(length) - length)
 
 
@@ -565,14 +567,14 @@ def _nlmsg(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
 def _str_attr(atype: int, value: str) -> bytes:
     raw = value.encode("utf-8", "surrogateescape")
     if b"\0" in raw:
-        raise ValueError(f"NUL byte in string attribute {atype}: {value!r}")
+        raise NetlinkError(f"NUL byte in string attribute {atype}: {value!r}")
     return _nlattr(atype, raw + b"\0")
 
 
 def _check_range(value: int, bits: int, what: str, signed: bool = False) -> int:
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if not lo <= value <= hi:
-        raise ValueError(f"{what}={value} out of range for {bits} bits")
+        raise NetlinkError(f"{what}={value} out of range for {bits} bits")
     return value
 
 
@@ -601,7 +603,7 @@ def encode_link_body(link: Link) -> bytes:
         info.append(_str_attr(IFLA_INFO_KIND, link.kind))
     if link.vlan_id is not None:
         if link.kind != "vlan":
-            raise ValueError(f"vlan_id set on a link of kind {link.kind!r}")
+            raise NetlinkError(f"vlan_id set on a link of kind {link.kind!r}")
         vid = _U16.pack(_check_range(link.vlan_id, 16, "vlan_id"))
         info.append(_nlattr(IFLA_INFO_DATA | NLA_F_NESTED, _nlattr(IFLA_VLAN_ID, vid)))
     if link.slave_kind is not None:
@@ -636,13 +638,13 @@ def encode_neigh_body(neigh: Neighbor) -> bytes:
     family = neigh.family
     if family == AF_BRIDGE:
         if neigh.address is not None:
-            raise ValueError("an AF_BRIDGE (FDB) neighbor has no IP address")
+            raise NetlinkError("an AF_BRIDGE (FDB) neighbor has no IP address")
     elif family in (AF_INET, AF_INET6):
         want = 4 if family == AF_INET else 6
         if neigh.address is None or neigh.address.version != want:
-            raise ValueError(f"family {family} needs an IPv{want} address, not {neigh.address}")
+            raise NetlinkError(f"family {family} needs an IPv{want} address, not {neigh.address}")
     else:
-        raise ValueError(f"unsupported neighbor family {family}")
+        raise NetlinkError(f"unsupported neighbor family {family}")
     flags = _check_range(neigh.flags, 32 + NTF_EXT_SHIFT, "flags")
     out = [
         _NDMSG.pack(
@@ -676,7 +678,7 @@ def encode(obj: Event | Record, msg_type: int | None = None, flags: int = 0, seq
     """Encode a record (or an event's record) as one complete netlink message.
 
     `msg_type` defaults to RTM_NEW* for a record or a NEW event and RTM_DEL* for a DEL
-    event; it must belong to the record's kind. Raises ValueError for a record that cannot
+    event; it must belong to the record's kind. Raises NetlinkError for a record that cannot
     be put on the wire (a value out of range, an FDB entry with an IP address...).
     """
     record = obj.record if isinstance(obj, Event) else obj
@@ -685,7 +687,7 @@ def encode(obj: Event | Record, msg_type: int | None = None, flags: int = 0, seq
         deleting = isinstance(obj, Event) and obj.change is Change.DEL
         msg_type = (_DEL_TYPE if deleting else _NEW_TYPE)[kind]
     if msg_type not in (_NEW_TYPE[kind], _DEL_TYPE[kind]):
-        raise ValueError(f"message type {msg_type} cannot carry a {kind.__name__}")
+        raise NetlinkError(f"message type {msg_type} cannot carry a {kind.__name__}")
     body: bytes
     if isinstance(record, Neighbor):
         body = encode_neigh_body(record)
@@ -739,13 +741,13 @@ def neigh_request(
     resolving it itself, as if a packet were waiting on it.
     """
     if msg_type not in (RTM_NEWNEIGH, RTM_DELNEIGH):
-        raise ValueError(f"not a neighbor request type: {msg_type}")
+        raise NetlinkError(f"not a neighbor request type: {msg_type}")
     if nlm_flags is None:
         nlm_flags = NLM_F_REQUEST | NLM_F_ACK
         if msg_type == RTM_NEWNEIGH:
             nlm_flags |= NLM_F_CREATE | NLM_F_REPLACE
     if flags & NTF_USE and lladdr is not None:
-        raise ValueError("NTF_USE asks the kernel to resolve the address: no lladdr")
+        raise NetlinkError("NTF_USE asks the kernel to resolve the address: no lladdr")
     family = AF_INET if address.version == 4 else AF_INET6
     body = encode_neigh_body(Neighbor(family, index, address, lladdr, state, flags, protocol))
     return _nlmsg(msg_type, nlm_flags, seq, body)
