@@ -496,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--image", action="append", choices=IMAGES, help="default: both")
     parser.add_argument(
-        "--timeout", type=int, default=1500, help="seconds per guest (boot+tests), default 1500"
+        "--timeout", type=int, default=1800, help="seconds per guest (boot+tests), default 1800"
     )
     parser.add_argument(
         "--results", type=Path, default=CACHE / "results", help="where each image's log, JUnit"
