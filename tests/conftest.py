@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # kernel (VLAN filtering, VRF, bond, team...), which the host kernel may lack.
     in_vm = os.environ.get("RARP_REPLAY_VM")
     for item in items:
-        if "vm" in item.keywords and not in_vm:
+        if item.get_closest_marker("vm") is not None and not in_vm:
             item.add_marker(
                 pytest.mark.skip(reason="runs only in the VM images: sudo bash scripts/test-vm")
             )
