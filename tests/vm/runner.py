@@ -334,7 +334,8 @@ def vng_command(
     vng: Path, kernel: Kernel, kvm: bool, exec_cmd: str, extra: Sequence[str]
 ) -> list[str]:
     cmd = [str(vng), "--run", str(kernel.image), "--force-9p", "--memory", MEMORY]
-    cmd += ["--cpus", str(CPUS), "--verbose", "--append", "loglevel=4"]
+    # --verbose: the kernel's and virtme-ng-init's lines go to console.log (why a boot hung).
+    cmd += ["--cpus", str(CPUS), "--verbose"]
     if not kvm:
         cmd.append("--disable-kvm")
     if kernel.moddir_root is not None:
