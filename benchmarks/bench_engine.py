@@ -61,6 +61,7 @@ from rarp_replay.config import Settings  # noqa: E402
 from rarp_replay.daemon import _GROUPS, Daemon  # noqa: E402
 from rarp_replay.engine import Engine, SendFrame  # noqa: E402
 from rarp_replay.frames.arp import rarp_request_frame  # noqa: E402
+from rarp_replay.frames.capture import capture_filter  # noqa: E402
 from rarp_replay.mirror import Mirror  # noqa: E402
 from rarp_replay.netlink.codec import RTM_NEWNEIGH, decode_span, iter_spans  # noqa: E402
 from rarp_replay.netlink.records import (  # noqa: E402
@@ -289,7 +290,7 @@ class Bench:
             d = Daemon(Settings(), logger)
             stack.callback(d.close)
             d.mirror = self.mirror
-            d.engine = Engine(self.mirror, d.engine.config)
+            d.engine = Engine(self.mirror, d.engine.config, send=d._do_now)
             if lab is None:
                 self._prepared(d)
             else:
@@ -383,7 +384,7 @@ class Lab:
         self.sw.ip("link", "set", "swp1", "type", "bridge_slave", "fdb_flush")
         with netlab.entered(self.sw.name):
             d.events = RtnlSocket(groups=_GROUPS, rcvbuf=d.config.netlink_rcvbuf)
-            d.capture = RarpCapture(rcvbuf=d.config.capture_rcvbuf, replies=True)
+            d.capture = RarpCapture(capture_filter(answers=True), rcvbuf=d.config.capture_rcvbuf)
             d.sender = CountingSender(PacketSender())  # type: ignore[assignment]
 
     def close(self) -> None:

@@ -259,7 +259,7 @@ class Settings:
         ),
     )
     fabric_ports: tuple[str, ...] = field(
-        default=(),
+        default=_D.fabric_ports,
         metadata=_opt(
             GLOBS,
             "ports that face the fabric (never trigger), in addition to VXLAN and other "

@@ -39,6 +39,9 @@ BRIDGE_COPY = "bridge-copy"
 STACKED_COPY = "stacked-copy"
 VLAN_PARENT_COPY = "vlan-parent-copy"
 AGGREGATE_MEMBER_COPY = "aggregate-member-copy"
+# A VLAN-filtering bridge drops the frame (br_allowed_ingress): a tagged VID the port is
+# not a member of, or an untagged frame on a port without a PVID.
+VLAN_NOT_MEMBER = "vlan-not-member"
 NO_L3_INTERFACE = "no-l3-interface"
 EXCLUDED_PORT = "excluded-port"
 IGNORED = (
@@ -48,6 +51,7 @@ IGNORED = (
     STACKED_COPY,
     VLAN_PARENT_COPY,
     AGGREGATE_MEMBER_COPY,
+    VLAN_NOT_MEMBER,
     NO_L3_INTERFACE,
     EXCLUDED_PORT,
 )

@@ -23,7 +23,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from . import capabilities, config, logs, netns
+from . import capabilities, config, logs, netns, sched
 from .config import Settings, engine_config
 from .counters import (
     FAMILIES,
@@ -49,10 +49,12 @@ from .errors import (
     NetlinkError,
     NetlinkOverrunError,
 )
+from .frames.capture import capture_filter, classify
 from .logs import emit, emit_fields
 from .macaddr import format_mac
 from .mirror import Mirror
 from .netlink.codec import (
+    RTEXT_FILTER_BRVLAN_COMPRESSED,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETNEIGH,
@@ -61,9 +63,9 @@ from .netlink.codec import (
     RTMGRP_LINK,
     RTMGRP_NEIGH,
 )
-from .netlink.records import AF_BRIDGE, NUD_REACHABLE, NUD_VALID, Neighbor
+from .netlink.records import AF_BRIDGE, NUD_REACHABLE
 from .netlink.socket import RtnlSocket
-from .packetsock import CaptureGroup, PacketSender, RarpCapture, rarp_filter
+from .packetsock import CaptureGroup, PacketSender, RarpCapture
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
@@ -87,7 +89,10 @@ class Daemon:
         self.config = config
         self.log = logger
         self.mirror = Mirror(remember=config.remember)
-        self.engine = Engine(self.mirror, engine_config(config))
+        # Probes and the Resolves before them go out from inside the engine, the
+        # moment they are built (Engine's `send`); everything else is returned.
+        self.engine = Engine(self.mirror, engine_config(config), send=self._do_now)
+        self._slice_us: int | None = None
         self._reload_settings = reload
         self._stop_signal: int | None = None
         self._hup = False
@@ -128,10 +133,15 @@ class Daemon:
         # N sockets in one fanout group, fed by ingress ifindex: a flooding port fills
         # only its own socket's queue (see CaptureGroup).
         self.capture = CaptureGroup(
-            rcvbuf=self.config.capture_rcvbuf, replies=self.engine.config.takeover
+            capture_filter(answers=self.engine.config.takeover),
+            rcvbuf=self.config.capture_rcvbuf,
         )
         self.sender = PacketSender()
         self._load_ms = _ms(time.monotonic() - started)
+        # Best effort (Linux 6.12+; older kernels ignore it): a short slice lets the
+        # woken daemon preempt a busy CPU's task sooner (see sched). The loop runs
+        # in this thread, the one the request applies to.
+        self._slice_us = sched.request_slice()
         # Last in open(): whatever needs more than the kept capabilities (setns,
         # SO_RCVBUFFORCE, a privileged port) must happen above this line.
         self.drop_privileges()
@@ -176,34 +186,17 @@ class Daemon:
             gc.enable()
 
     def _remove_leftovers(self) -> None:
-        """Delete the placeholders a previous run left behind (SIGKILL, a crash, power
-        loss in the middle of a round): entries that carry our NDA_PROTOCOL and bind
-        nothing (INCOMPLETE, FAILED, NONE). Only ours carry that protocol: `Resolve`
-        stamps the entries it creates (neigh_use), nothing else writes it but takeovers.
-
-        Takeover entries (REACHABLE, then STALE/DELAY/PROBE as the kernel's NUD machine
-        keeps them fresh; protocol 82 too) are left alone: each is the VM's binding proven
-        by its own answer, which EVPN advertises from this leaf. Deleting one would
-        withdraw a correct MAC/IP route until the VM happens to speak again.
-        """
-        proto = self.engine.config.neigh_protocol
+        """Delete the placeholders a previous run left behind (`Engine.leftovers`)."""
         # A snapshot: the deletions come back as notifications that change the mirror.
-        leftovers = [
-            n
-            for n in self.mirror.neighbors.values()
-            if n.protocol == proto and not n.state & NUD_VALID
-        ]
-        removed = sum(
-            self._kernel(RemovePlaceholder(n.index, n.address))
-            for n in leftovers
-            if n.address is not None
-        )
+        removed = sum(self._kernel(a) for a in self.engine.leftovers())
         if removed:
             emit(self.log, "placeholders-removed", "info", count=removed)
 
     def _dump_and_reset(self) -> None:
         now = time.monotonic()
         links = self.requests.dump(RTM_GETLINK)
+        # The bridges' VLANs (ports and bridges themselves), after the links they describe.
+        links += self.requests.dump(RTM_GETLINK, AF_BRIDGE, ext_mask=RTEXT_FILTER_BRVLAN_COMPRESSED)
         addrs = self.requests.dump(RTM_GETADDR)
         neighs = self.requests.dump(RTM_GETNEIGH)
         if self.engine.config.fdb_trigger:
@@ -228,6 +221,11 @@ class Daemon:
             pid=os.getpid(),
             load_ms=self._load_ms,
             dry_run=self.config.dry_run,
+            **(
+                {"sched_slice_us": self._slice_us}
+                if self._slice_us
+                else {"sched_slice": "unsupported"}
+            ),
             **self.mirror.counts(),
         )
         _sd_notify(b"READY=1")
@@ -320,7 +318,7 @@ class Daemon:
         if new.takeover != old.takeover and hasattr(self, "capture"):
             # Answers (ARP replies, NAs) are only captured while takeover is on.
             # Every member of the fanout group gets the new filter.
-            self.capture.set_filter(rarp_filter(replies=new.takeover))
+            self.capture.set_filter(capture_filter(answers=new.takeover))
         self.config = new
         if new.fdb_trigger and not old.fdb_trigger:
             # The bridge FDB was not loaded without the FDB trigger: load it.
@@ -331,8 +329,10 @@ class Daemon:
     def _on_capture(self, member: RarpCapture | None = None) -> None:
         """Serve one ready member of the capture group (None: a batch from every member)."""
         source = self.capture if member is None else member
+        engine = self.engine
         for s in source.recv_batch(_CAPTURE_BATCH):
-            self._do(self.engine.on_frame(s.data, s.ifindex, s.vid, time.monotonic()))
+            seen = classify(s.data, s.vid, engine.expects_answers)
+            self._do(engine.on_capture(seen, s.ifindex, time.monotonic()))
 
     def _on_netlink(self) -> None:
         try:
@@ -358,14 +358,7 @@ class Daemon:
             emit(self.log, "netlink-error", "error", error=str(exc))
             return
         for ev in events:
-            now = time.monotonic()
-            previous = self.mirror.apply(ev, now)
-            rec = ev.record
-            if isinstance(rec, Neighbor):
-                if rec.family == AF_BRIDGE:
-                    self._do(self.engine.on_fdb(ev, previous, now))
-                else:
-                    self._do(self.engine.on_netlink(ev, now))
+            self._do(self.engine.on_event(ev, time.monotonic()))
 
     # -- actions ---------------------------------------------------------------
 
@@ -373,19 +366,19 @@ class Daemon:
         for a in actions:
             if isinstance(a, Log):
                 emit_fields(self.log, a.event, a.level, a.fields)
-            elif isinstance(a, SendFrame):
-                self._send(a)
-            elif isinstance(a, Resolve | Takeover):
-                self._kernel(a)
-            elif isinstance(a, RemovePlaceholder):
-                # NTF_USE creates its INCOMPLETE entry without a notification,
-                # so an entry the mirror does not know may be ours: delete it
-                # too (ENOENT is fine). Once nobody answered, the kernel turns it
-                # FAILED (with a notification) and keeps it: that one goes too.
-                # An entry that binds (learned, confirmed) is never touched.
-                n = self.mirror.neighbor(a.ifindex, a.address)
-                if n is None or not n.state & NUD_VALID:
-                    self._kernel(a)
+            else:
+                self._do_now(a)
+
+    def _do_now(self, a: Action) -> None:
+        """Carry out one action; the engine calls this directly for probes (`send`)."""
+        if isinstance(a, SendFrame):
+            self._send(a)
+        elif isinstance(a, Resolve | Takeover | RemovePlaceholder):
+            # A RemovePlaceholder only comes for an entry the engine found not
+            # binding (Engine._placeholder_left).
+            self._kernel(a)
+        elif isinstance(a, Log):
+            emit_fields(self.log, a.event, a.level, a.fields)
 
     def _send(self, a: SendFrame) -> None:
         if self.config.dry_run:

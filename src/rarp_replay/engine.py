@@ -24,6 +24,7 @@ import enum
 import heapq
 import itertools
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from socket import inet_ntoa
@@ -41,12 +42,7 @@ from .counters import (
     FDB_MOVES,
     FRAMES,
     GAVE_UP,
-    MALFORMED,
-    MALFORMED_REPLY,
     NO_SOURCE_ADDRESS,
-    NOT_ETHERNET_IPV4,
-    NOT_RARP,
-    NOT_RARP_REQUEST,
     PROBES,
     RARP,
     RATE_LIMIT_GLOBAL,
@@ -59,19 +55,26 @@ from .counters import (
     ROUNDS_BY,
     SKIPPED,
     TAKEOVERS,
-    TARGET_NOT_UNICAST,
     UNKNOWN_MAC,
     dropped,
 )
-from .domain import DEFAULT_FABRIC_KINDS, Domain, GlobSet, Ignored, resolve, source_address
-from .errors import FrameError
-from .frames.arp import ArpOp, ArpPacket, arp_request_frame, parse_arp_frame
-from .frames.ethernet import ETH_P_ARP, ETH_P_IPV6, ETH_P_RARP, EthernetFrame
+from .domain import (
+    DEFAULT_FABRIC_KINDS,
+    DEFAULT_FABRIC_PORTS,
+    Domain,
+    GlobSet,
+    Ignored,
+    resolve,
+    source_address,
+)
+from .frames.arp import ArpRequestTemplate
+from .frames.capture import Announcement, Answer, Captured, classify
 from .frames.ipv6 import solicited_node
-from .frames.ndp import NeighborAdvertisement, ns_frame, parse_nd_frame
+from .frames.ndp import ns_frame
 from .macaddr import format_mac, is_unicast
 from .mirror import Binding, Mirror
 from .netlink.records import (
+    AF_BRIDGE,
     NUD_DELAY,
     NUD_INCOMPLETE,
     NUD_NOARP,
@@ -79,6 +82,7 @@ from .netlink.records import (
     NUD_PROBE,
     NUD_REACHABLE,
     NUD_STALE,
+    NUD_VALID,
     Change,
     Event,
     IPAddress,
@@ -90,11 +94,6 @@ from .ratelimit import KeyedBuckets, Rate, TokenBucket
 # host itself: zebra treats these as local neighbors and advertises them.
 _LOCAL_STATES = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT
 
-# An untagged Ethernet/IPv4 RARP request from its EtherType on (RFC 903 / RFC 826):
-# EtherType 0x8035, ar$hrd 1, ar$pro 0x0800, ar$hln 6, ar$pln 4, ar$op 3.
-_RARP_PREFIX = bytes.fromhex("80350001080006040003")
-_RARP_THA = 14 + 8 + 6 + 4  # Ethernet header, fixed ARP part, sha, spa
-_RARP_MIN_LEN = 14 + 28  # the whole Ethernet/IPv4 packet must be there
 _DOMAIN_CACHE_MAX = 65536
 _TEMPLATE_CACHE_MAX = 4096
 
@@ -155,7 +154,7 @@ class Config:
     # fabric, besides the tunnel kinds above. include/exclude: serve only
     # announcements whose ingress port or SVI matches include (empty: all)
     # and neither matches exclude.
-    fabric_ports: tuple[str, ...] = ()
+    fabric_ports: tuple[str, ...] = DEFAULT_FABRIC_PORTS
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
@@ -163,7 +162,9 @@ class Config:
 # -- actions -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field on creation, and
+# one is made on the way to every probe's sendto(). Treat it as read-only.
+@dataclass(slots=True)
 class SendFrame:
     egress: int
     frame: bytes
@@ -220,7 +221,7 @@ class TargetState(enum.Enum):
     GAVE_UP = "gave-up"
 
 
-@dataclass
+@dataclass(slots=True)
 class Target:
     ifindex: int
     address: IPAddress
@@ -234,7 +235,7 @@ class Target:
     took_over: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Round:
     mac: bytes
     domain: Domain
@@ -250,9 +251,27 @@ class Round:
 
 
 class Engine:
-    def __init__(self, mirror: Mirror, config: Config | None = None) -> None:
+    """The policy. Every input method returns the actions to carry out, in order.
+
+    `send`, when given, takes the latency-critical actions out of that list: each
+    probe (`SendFrame`) and the `Resolve` that must reach the kernel before it are
+    handed to `send` the moment they are built, before the round's bookkeeping,
+    statistics and log fields are done. Measured with ftrace on the switch
+    namespace, that bookkeeping was ~35 us of Python between poll() returning and
+    the probe's sendto(); sending first cut the reaction median by 17 us (issue 11).
+    Without `send` (unit tests, benchmarks) they stay in the returned list, in the
+    same order.
+    """
+
+    def __init__(
+        self,
+        mirror: Mirror,
+        config: Config | None = None,
+        send: Callable[[Action], None] | None = None,
+    ) -> None:
         self.mirror = mirror
         self.config = config or Config()
+        self._send = send
         self.stats: Counter[str] = Counter()
         # Seconds from round start to confirmation, drained by the metrics
         # endpoint once per loop iteration. Bounded, so that it cannot grow
@@ -282,8 +301,8 @@ class Engine:
         self._suppressed: Counter[str] = Counter()
         self._domains: dict[tuple[int, int | None], Domain | Ignored] = {}
         self._domains_generation = -1
-        # (egress MAC, source, VLAN tag) -> the fixed middle of an ARP probe and its padding.
-        self._arp_templates: dict[tuple[bytes, IPv4Address, int | None], tuple[bytes, bytes]] = {}
+        # (egress MAC, source, VLAN tag) -> the ARP probe of that sender, less the VM.
+        self._arp_templates: dict[tuple[bytes, IPv4Address, int | None], ArpRequestTemplate] = {}
         self._set_ports(c)
 
     def _set_ports(self, c: Config) -> None:
@@ -314,39 +333,29 @@ class Engine:
     # -- inputs ----------------------------------------------------------------
 
     def on_frame(self, data: bytes, ifindex: int, aux_vid: int | None, now: float) -> list[Action]:
-        """A frame the capture socket delivered (it should be a RARP; check anyway)."""
+        """A frame the capture socket delivered: `classify` it, then `on_capture`."""
+        return self.on_capture(classify(data, aux_vid, bool(self._rounds)), ifindex, now)
+
+    @property
+    def expects_answers(self) -> bool:
+        """Whether an ARP reply or NA can matter now (a round is open): `classify`'s
+        `answers`. Parsing answers nobody waits for is the common case's waste."""
+        return bool(self._rounds)
+
+    def on_capture(self, seen: Captured, ifindex: int, now: float) -> list[Action]:
+        """What `frames.capture.classify` made of a frame captured on port `ifindex`."""
         self.stats[FRAMES] += 1
-        if type(data) is bytes and data[12:22] == _RARP_PREFIX and len(data) >= _RARP_MIN_LEN:
-            # The common case, decided from fixed offsets: an untagged Ethernet/IPv4
-            # RARP request, which the general path below would parse into exactly
-            # this (the MAC is its target hardware address). Frames are seen twice
-            # or more (port, bridge), so this is most of a burst's frame handling.
-            tha = data[_RARP_THA : _RARP_THA + 6]
-            if not is_unicast(tha):
-                return self._drop(TARGET_NOT_UNICAST, ifindex, now, mac=format_mac(tha))
-            return self.announce(tha, ifindex, aux_vid, now, trigger=RARP)
-        try:
-            eth = EthernetFrame.parse(data)
-        except FrameError as exc:
-            return self._drop(MALFORMED, ifindex, now, detail=str(exc))
-        if eth.ethertype in (ETH_P_ARP, ETH_P_IPV6) and not eth.tags:
-            return self._on_reply(data, ifindex, aux_vid, now)
-        if eth.ethertype != ETH_P_RARP:
-            return self._drop(NOT_RARP, ifindex, now, detail=f"ethertype 0x{eth.ethertype:04x}")
-        try:
-            pkt = ArpPacket.parse(eth.payload)
-        except FrameError as exc:
-            return self._drop(MALFORMED, ifindex, now, detail=str(exc))
-        if not pkt.is_ethernet_ipv4:
-            return self._drop(NOT_ETHERNET_IPV4, ifindex, now)
-        if pkt.op != ArpOp.RARP_REQUEST:
-            return self._drop(NOT_RARP_REQUEST, ifindex, now, detail=f"op {pkt.op}")
-        if not is_unicast(pkt.tha):
-            return self._drop(TARGET_NOT_UNICAST, ifindex, now, mac=format_mac(pkt.tha))
-        # The tag the kernel moved to PACKET_AUXDATA is the outermost one; a tag
-        # still in the frame is either the only one (no offload) or an inner one.
-        vid = aux_vid if aux_vid is not None else (eth.tags[0].vid if eth.tags else None)
-        return self.announce(pkt.tha, ifindex, vid, now, trigger=RARP)
+        if isinstance(seen, Announcement):
+            return self.announce(seen.mac, ifindex, seen.vid, now, trigger=RARP)
+        if isinstance(seen, Answer):
+            return self._on_answer(seen, ifindex, now)
+        if seen is None:
+            return []  # an ARP request or NS, or an answer while no round waits
+        if not seen.log:
+            self.stats[dropped(seen.reason)] += 1
+            return []
+        mac = format_mac(seen.mac) if seen.mac is not None else None
+        return self._drop(seen.reason, ifindex, now, mac=mac, detail=seen.detail)
 
     def announce(
         self,
@@ -378,11 +387,10 @@ class Engine:
             self.stats[DROPPED[DUPLICATE]] += 1
             return [self._log("duplicate", "debug", mac, where, since_ms=_ms(now - last))]
         bindings = self.mirror.bindings(mac, where.l3, now)
-        port = self._ifname(ifindex)
         if not bindings:
             self.stats[DROPPED[UNKNOWN_MAC]] += 1
             fields: dict[str, object] = {
-                "port": port,
+                "port": self._ifname(ifindex),
                 "trigger": trigger,
                 "bindings": [],
                 "probes": 0,
@@ -391,48 +399,51 @@ class Engine:
             if not self._log_allowed(UNKNOWN_MAC, now, fields):
                 return []
             return [self._log("announcement", "info", mac, where, **fields)]
+        targets: dict[IPAddress, Target] = {}
+        actions: list[Action] = []
+        skipped: list[IPAddress] = []
+        probes = 0
+        relearn = self.config.relearn
+        # Send first: each target's Resolve and probe leave as soon as they are
+        # built (see `send`); the round's bookkeeping and its log line follow.
+        for b in bindings if len(bindings) == 1 else _dedupe(bindings):
+            address = b.address
+            src = source_address(self.mirror, where, address)
+            if src is None:
+                skipped.append(address)
+                continue
+            state = self._initial_state(mac, b)
+            # Written (resolve, takeover) on the SVI, wherever the binding was read:
+            # zebra watches the SVI, not the anycast macvlan stacked on it.
+            t = Target(where.l3[0], address, src, state)
+            if relearn and state is TargetState.PROBING:
+                self._resolve(t, actions)
+            probes += self._probe(where, mac, t, now, actions)
+            targets[address] = t
+        rnd = Round(mac, where, now, trigger, targets)
         self._last_round[key] = now
         self._holddown_queue.append((now, key))
         old = self._rounds.pop(key, None)
         if old is not None:
             self._unwatch(old)
-        rnd = Round(mac, where, now, trigger)
-        targets = rnd.targets
-        actions: list[Action] = []
-        skipped: list[str] = []
+        watch = self._watch
         shown: list[str] = []  # the log's "bindings": address(state)
-        probes = 0
         still_open = False
-        relearn = self.config.relearn
-        for b in bindings if len(bindings) == 1 else _dedupe(bindings):
-            address = b.address
-            src = source_address(self.mirror, where, address)
-            if src is None:
-                self.stats[SKIPPED[NO_SOURCE_ADDRESS]] += 1
-                skipped.append(str(address))
-                continue
-            state = self._initial_state(mac, b)
-            t = Target(b.neighbor.index, address, src, state)
-            targets[address] = t
-            self._watch[(t.ifindex, address)] = key
-            shown.append(f"{_ip_text(address)}({_STATE_TEXT[state]})")
-            if state is TargetState.PROBING:
+        for address, t in targets.items():
+            watch[(t.ifindex, address)] = key
+            shown.append(f"{_ip_text(address)}({_STATE_TEXT[t.state]})")
+            if t.state is TargetState.PROBING or t.state is TargetState.REMOTE:
                 still_open = True
-                if relearn:
-                    actions.append(self._resolve(t))
-            elif state is TargetState.REMOTE:
-                still_open = True
-            for a in self._probe(rnd, t, now):
-                probes += type(a) is SendFrame
-                actions.append(a)
         self._rounds[key] = rnd
         self._arm(key, rnd)
+        if skipped:
+            self.stats[SKIPPED[NO_SOURCE_ADDRESS]] += len(skipped)
         self.stats[ROUNDS] += 1
         self.stats[ROUNDS_BY[trigger]] += 1
         fields = {
             "mac": format_mac(mac),
             "domain": where.name,
-            "port": port,
+            "port": self._ifname(ifindex),
             "trigger": trigger,
             "bindings": shown,
             "probes": probes,
@@ -440,35 +451,21 @@ class Engine:
         if moved_from:
             fields["moved_from"] = moved_from
         if skipped:
-            fields["no_source_address"] = skipped
+            fields["no_source_address"] = [str(a) for a in skipped]
         actions.append(Log("announcement", "info", fields))
-        if not still_open:  # rnd.open: nothing probing or waiting for a remote entry
+        if not still_open:
             self._finish(key, rnd, now)
         return actions
 
-    def _on_reply(self, data: bytes, ifindex: int, vid: int | None, now: float) -> list[Action]:
+    def _on_answer(self, answer: Answer, ifindex: int, now: float) -> list[Action]:
         """An ARP reply or Neighbor Advertisement: is it a VM answering our probe
         while the control plane's remote entry is in the way? Then take over."""
         if not self._rounds:
             return []  # the common case on a busy switch: nothing to wait for
-        address: IPAddress
-        try:
-            if data[12:14] == b"\x08\x06":
-                _, arp = parse_arp_frame(data)
-                if arp.op != ArpOp.REPLY or not arp.is_ethernet_ipv4:
-                    return []
-                mac, address = arp.sha, arp.sender_ip
-            else:
-                eth, _, msg = parse_nd_frame(data)
-                if not isinstance(msg, NeighborAdvertisement):
-                    return []
-                mac, address = msg.target_ll_mac or eth.src, msg.target
-        except FrameError:
-            self.stats[DROPPED[MALFORMED_REPLY]] += 1
-            return []
-        where = self._domain(ifindex, vid)
+        where = self._domain(ifindex, answer.vid)
         if isinstance(where, Ignored):
             return []  # the copy seen on the bridge, or an answer from the fabric
+        mac, address = answer.mac, answer.address
         rnd = self._rounds.get((mac, where.key))
         t = rnd.targets.get(address) if rnd is not None else None
         if rnd is None or t is None:
@@ -489,6 +486,48 @@ class Engine:
                 after_ms=_ms(now - rnd.started),
             ),
         ]
+
+    def on_event(self, event: Event, now: float) -> list[Action]:
+        """A netlink notification as read: apply it to the mirror, then let it move
+        rounds on. Bridge FDB entries (AF_BRIDGE) go to `on_fdb`, with the entry
+        they replaced; IP neighbors to `on_netlink`. Links and addresses only
+        change the mirror (and with it the cached domain resolutions)."""
+        previous = self.mirror.apply(event, now)
+        rec = event.record
+        if not isinstance(rec, Neighbor):
+            return []
+        if rec.family == AF_BRIDGE:
+            return self.on_fdb(event, previous, now)
+        return self.on_netlink(event, now)
+
+    def leftovers(self) -> list[RemovePlaceholder]:
+        """At start: the placeholders a previous run left behind (SIGKILL, a crash, power
+        loss in the middle of a round), to delete. Those are entries that carry our
+        NDA_PROTOCOL and bind nothing (INCOMPLETE, FAILED, NONE). Only ours carry that
+        protocol: `Resolve` stamps the entries it creates (neigh_use), nothing else
+        writes it but takeovers.
+
+        Takeover entries (REACHABLE, then STALE/DELAY/PROBE as the kernel's NUD machine
+        keeps them fresh; our protocol too) are left alone: each is the VM's binding
+        proven by its own answer, which EVPN advertises from this leaf. Deleting one
+        would withdraw a correct MAC/IP route until the VM happens to speak again.
+        """
+        proto = self.config.neigh_protocol
+        return [
+            RemovePlaceholder(n.index, n.address)
+            for n in self.mirror.neighbors.values()
+            if n.protocol == proto and not n.state & NUD_VALID and n.address is not None
+        ]
+
+    def _placeholder_left(self, ifindex: int, address: IPAddress) -> bool:
+        """Whether a `Resolve`'s entry may still be there to delete. NTF_USE creates
+        its INCOMPLETE entry without a notification (neigh_event_send: no
+        neigh_update_notify), so an entry the mirror does not know may be ours:
+        delete it too (ENOENT is fine). Once nobody answered, the kernel turns it
+        FAILED (with a notification) and keeps it: that one goes too. An entry that
+        binds (NUD_VALID: learned, confirmed, administrative) is never touched."""
+        n = self.mirror.neighbor(ifindex, address)
+        return n is None or not n.state & NUD_VALID
 
     def on_fdb(self, event: Event, previous: Neighbor | None, now: float) -> list[Action]:
         """A bridge FDB change (AF_BRIDGE RTM_NEWNEIGH) that the mirror has applied;
@@ -538,10 +577,10 @@ class Engine:
                 # learned, provided the kernel is expecting it.
                 t.state = TargetState.PROBING
                 t.retry = 0
-                self.stats[REMOTE_DELETED] += 1
                 if self.config.relearn:
-                    actions.append(self._resolve(t))
-                actions.extend(self._probe(rnd, t, now))
+                    self._resolve(t, actions)
+                self._probe(rnd.domain, rnd.mac, t, now, actions)
+                self.stats[REMOTE_DELETED] += 1
                 actions.append(
                     self._log(
                         "remote-deleted",
@@ -619,7 +658,7 @@ class Engine:
             if _refused_remote(t) and due is not None and now >= due:
                 # Its first probe was held back by the probe rate limit: without
                 # one, the VM cannot answer and make-before-break cannot happen.
-                actions.extend(self._probe(rnd, t, now))
+                self._probe(rnd.domain, rnd.mac, t, now, actions)
             elif (
                 t.state is TargetState.PROBING and t.next_probe is not None and now >= t.next_probe
             ):
@@ -627,8 +666,8 @@ class Engine:
                 # The kernel's own resolution failed or never started: again.
                 unresolved = n is None or not n.state & NUD_INCOMPLETE
                 if self.config.relearn and unresolved and t.resolves < self.config.max_resolves:
-                    actions.append(self._resolve(t))
-                actions.extend(self._probe(rnd, t, now))
+                    self._resolve(t, actions)
+                self._probe(rnd.domain, rnd.mac, t, now, actions)
         if expired:
             actions.extend(self._finish(key, rnd, now))
         else:
@@ -709,17 +748,43 @@ class Engine:
         # A local dynamic entry: the kernel takes the VM's reply as confirmation.
         return TargetState.PROBING
 
-    def _resolve(self, t: Target) -> Resolve:
+    def _now(self, actions: list[Action], a: Action) -> None:
+        """Hand `a` to the I/O shell at once when it takes it (`send`), else queue it."""
+        if self._send is not None:
+            self._send(a)
+        else:
+            actions.append(a)
+
+    def _resolve(self, t: Target, actions: list[Action]) -> None:
+        self._now(actions, Resolve(t.ifindex, t.address))
         t.resolves += 1
         self.stats[RESOLVES] += 1
-        return Resolve(t.ifindex, t.address)
 
-    def _probe(self, rnd: Round, t: Target, now: float) -> list[Action]:
+    def _probe(self, d: Domain, mac: bytes, t: Target, now: float, actions: list[Action]) -> int:
+        """Probe `t` (sent at once, see `send`) unless the probe rate limit refuses:
+        then a drop, and the retry schedule moves on. 1 if a probe was sent."""
         if not self._probe_bucket.take(now):
             # Keep the schedule moving: the next retry tries again.
             self._schedule_retry(t, now)
-            return self._drop(RATE_LIMIT_PROBE, t.ifindex, now, address=str(t.address))
-        return [self._send_probe(rnd, t, now)]
+            actions += self._drop(RATE_LIMIT_PROBE, t.ifindex, now, address=str(t.address))
+            return 0
+        address, source = t.address, t.source
+        if isinstance(address, IPv4Address) and isinstance(source, IPv4Address):
+            frame = self._arp_probe(d.egress_mac, source, mac, address, d.tag)
+        elif isinstance(address, IPv6Address) and isinstance(source, IPv6Address):
+            # Unicast to the VM's MAC, but addressed to its solicited-node
+            # multicast address: Linux answers an NS sent to its unicast address
+            # with an NA *without* the target link-layer option (ndisc_recv_ns:
+            # inc_opt only for a multicast destination), and such an NA cannot
+            # complete an INCOMPLETE entry on this side (measured, NOTES.md c2).
+            frame = ns_frame(d.egress_mac, mac, source, solicited_node(address), address, vid=d.tag)
+        else:  # pragma: no cover - source_address() returns the target's family
+            raise AssertionError("source and target of different families")
+        self._now(actions, SendFrame(d.egress, frame, address.version, address, source, mac))
+        t.probes += 1
+        self._schedule_retry(t, now)
+        self.stats[PROBES[address.version]] += 1
+        return 1
 
     def _schedule_retry(self, t: Target, now: float) -> None:
         backoff = self.config.retry_backoff
@@ -729,26 +794,6 @@ class Engine:
         else:
             t.next_probe = None
 
-    def _send_probe(self, rnd: Round, t: Target, now: float) -> SendFrame:
-        d = rnd.domain
-        if isinstance(t.address, IPv4Address) and isinstance(t.source, IPv4Address):
-            frame = self._arp_probe(d.egress_mac, t.source, rnd.mac, t.address, d.tag)
-        elif isinstance(t.address, IPv6Address) and isinstance(t.source, IPv6Address):
-            # Unicast to the VM's MAC, but addressed to its solicited-node
-            # multicast address: Linux answers an NS sent to its unicast address
-            # with an NA *without* the target link-layer option (ndisc_recv_ns:
-            # inc_opt only for a multicast destination), and such an NA cannot
-            # complete an INCOMPLETE entry on this side (measured, NOTES.md c2).
-            frame = ns_frame(
-                d.egress_mac, rnd.mac, t.source, solicited_node(t.address), t.address, vid=d.tag
-            )
-        else:  # pragma: no cover - source_address() returns the target's family
-            raise AssertionError("source and target of different families")
-        t.probes += 1
-        self._schedule_retry(t, now)
-        self.stats[PROBES[t.address.version]] += 1
-        return SendFrame(d.egress, frame, t.address.version, t.address, t.source, rnd.mac)
-
     def _arp_probe(
         self,
         src_mac: bytes,
@@ -757,26 +802,16 @@ class Engine:
         dst_ip: IPv4Address,
         tag: int | None,
     ) -> bytes:
-        """`arp_request_frame(src_mac, src_ip, dst_mac, dst_ip, vid=tag)`, byte for byte,
-        from a template per (egress, source, tag): only the VM's MAC (the Ethernet
-        destination and ar$tha) and the target address differ between probes."""
+        """`arp_request_frame(src_mac, src_ip, dst_mac, dst_ip, vid=tag)`, from a
+        template per (egress, source, tag), cached: one SVI sends most probes."""
         key = (src_mac, src_ip, tag)
         tpl = self._arp_templates.get(key)
         if tpl is None:
-            if len(dst_mac) != 6:
-                # Let the frame builder reject it with its own message.
-                return arp_request_frame(src_mac, src_ip, dst_mac, dst_ip, vid=tag)
-            # Built with zero MAC/IP placeholders, then cut around them: the layout
-            # is dst(6) | middle | tha(6) | tpa(4) | padding, ar$tha 18 octets into
-            # the ARP packet, which follows the Ethernet header (and tag).
-            ref = arp_request_frame(src_mac, src_ip, bytes(6), IPv4Address(0), vid=tag)
-            tha_at = (14 if tag is None else 18) + 18
-            tpl = (ref[6:tha_at], ref[tha_at + 10 :])
+            tpl = ArpRequestTemplate(src_mac, src_ip, tag)
             if len(self._arp_templates) >= _TEMPLATE_CACHE_MAX:
                 self._arp_templates.clear()
             self._arp_templates[key] = tpl
-        middle, pad = tpl
-        return b"".join((dst_mac, middle, dst_mac, dst_ip.packed, pad))
+        return tpl.frame(dst_mac, dst_ip)
 
     def _finish(
         self, key: tuple[bytes, tuple[int, int]], rnd: Round, now: float, log: bool = True
@@ -786,7 +821,7 @@ class Engine:
         actions: list[Action] = []
         gave_up = [t for t in rnd.targets.values() if t.state is TargetState.GAVE_UP]
         for t in gave_up:
-            if t.resolves:
+            if t.resolves and self._placeholder_left(t.ifindex, t.address):
                 actions.append(RemovePlaceholder(t.ifindex, t.address))
         if gave_up:
             self.stats[GAVE_UP] += len(gave_up)

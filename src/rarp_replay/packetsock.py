@@ -1,12 +1,15 @@
 """AF_PACKET sockets: thin I/O for sending frames and capturing RARP. No protocol decisions.
 
+The frames a capture socket takes are decided by the classic BPF program it is
+given (`frames.capture.capture_filter`): no EtherType, opcode or offset is known here.
+
 Three classes:
 
 * `PacketSender` sends complete Ethernet frames, either on the one interface it
   is bound to (`send`) or, unbound, on any interface by index (`send_on`).
 * `RarpCapture` is one capture socket: unbound (serves every interface,
-  including ones created later), kernel-filtered to RARP, never sees outgoing
-  copies, and reads frames in batches with their ifindex, VLAN tag (from
+  including ones created later), kernel-filtered by the program it is given,
+  and reads frames in batches with their ifindex, VLAN tag (from
   PACKET_AUXDATA) and kernel receive timestamp.
 * `CaptureGroup` is the daemon's capture: `CAPTURE_SOCKETS` RarpCaptures in one
   PACKET_FANOUT group that the kernel feeds by ingress ifindex, so a port that
@@ -31,6 +34,21 @@ import time
 from dataclasses import dataclass
 
 from .errors import CapabilityError, InterfaceError
+from .frames.bpf import (
+    BPF_MAXINSNS,
+    LD_W_ABS,
+    MOD_K,
+    PACKET_BROADCAST,
+    PACKET_HOST,
+    PACKET_MULTICAST,
+    PACKET_OTHERHOST,
+    PACKET_OUTGOING,
+    RET_A,
+    SKF_AD_IFINDEX,
+    SKF_AD_OFF,
+    Program,
+    stmt,
+)
 from .sockbase import OwnedSocket
 
 __all__ = [
@@ -51,15 +69,14 @@ __all__ = [
     "interface_index",
     "interface_is_up",
     "interface_mac",
-    "rarp_filter",
 ]
 
 # --- constants (include/uapi/linux/if_ether.h, if_packet.h, asm-generic/socket.h, filter.h) ---
 
 ETH_P_ALL = 0x0003
-_ETH_P_RARP = 0x8035
-_ETH_P_8021Q = 0x8100
-_ETH_P_8021AD = 0x88A8
+# The TPID PACKET_AUXDATA implies when it does not say (see _parse_control): a
+# kernel ABI default, not a frame layout.
+_TPID_DEFAULT = 0x8100
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -73,12 +90,8 @@ PACKET_FANOUT_DATA = 22
 PACKET_FANOUT_CBPF = 6
 PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
 
-# sockaddr_ll.sll_pkttype values (include/uapi/linux/if_packet.h).
-PACKET_HOST = 0
-PACKET_BROADCAST = 1
-PACKET_MULTICAST = 2
-PACKET_OTHERHOST = 3
-PACKET_OUTGOING = 4
+# sockaddr_ll.sll_pkttype values: PACKET_HOST .. PACKET_OUTGOING, from frames.bpf
+# (the capture filter tests the same skb->pkt_type).
 
 # tpacket_auxdata.tp_status bits.
 TP_STATUS_VLAN_VALID = 1 << 4
@@ -99,24 +112,6 @@ _IFNAMSIZ = 16
 
 _MSG_DONTWAIT = 0x40
 _MSG_TRUNC = 0x20
-
-# Classic BPF opcodes (include/uapi/linux/bpf_common.h).
-BPF_LD = 0x00
-BPF_ALU = 0x04
-BPF_JMP = 0x05
-BPF_RET = 0x06
-BPF_W = 0x00
-BPF_H = 0x08
-BPF_B = 0x10
-BPF_ABS = 0x20
-BPF_JEQ = 0x10
-BPF_MOD = 0x90
-BPF_K = 0x00
-BPF_A = 0x10
-SKF_AD_OFF = -0x1000
-SKF_AD_PKTTYPE = 4
-SKF_AD_IFINDEX = 8
-BPF_MAXINSNS = 4096
 
 DEFAULT_RCVBUF = 8 * 1024 * 1024
 DEFAULT_SNAPLEN = 2048
@@ -251,16 +246,14 @@ def _bind_ll(sock: socket.socket, ifindex: int, protocol: int) -> None:
         raise _errno_error()
 
 
-def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+def attach_filter(sock: socket.socket, program: Program) -> None:
     """Attach a classic BPF program (SO_ATTACH_FILTER); the kernel validates and copies it."""
     fprog, buf = _sock_fprog(program)
     sock.setsockopt(_SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
     del buf  # only needed until setsockopt returned: sk_attach_filter() copied it
 
 
-def _sock_fprog(
-    program: list[tuple[int, int, int, int]],
-) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
+def _sock_fprog(program: Program) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
     """struct sock_fprog for `program`, and the buffer it points to (keep it alive)."""
     if not 0 < len(program) <= BPF_MAXINSNS:
         raise ValueError(f"a BPF program has 1..{BPF_MAXINSNS} instructions, got {len(program)}")
@@ -273,7 +266,7 @@ def _sock_fprog(
     return struct.pack("@HP", len(program), ctypes.addressof(buf)), buf
 
 
-def fanout_program(members: int) -> list[tuple[int, int, int, int]]:
+def fanout_program(members: int) -> Program:
     """The classic BPF program of `CaptureGroup`'s fanout: member = ingress ifindex % members.
 
     `ld #ifidx` reads skb->dev->ifindex (the device the frame is seen on: the
@@ -284,94 +277,10 @@ def fanout_program(members: int) -> list[tuple[int, int, int, int]]:
     if members < 1:
         raise ValueError("a fanout group has at least one member")
     return [
-        _stmt(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_IFINDEX),  # ld #ifidx
-        _stmt(BPF_ALU | BPF_MOD | BPF_K, members),  # mod #members
-        _stmt(BPF_RET | BPF_A, 0),  # ret a
+        stmt(LD_W_ABS, SKF_AD_OFF + SKF_AD_IFINDEX),  # ld #ifidx
+        stmt(MOD_K, members),  # mod #members
+        stmt(RET_A, 0),  # ret a
     ]
-
-
-def _stmt(code: int, k: int) -> tuple[int, int, int, int]:
-    return (code, 0, 0, k & 0xFFFFFFFF)
-
-
-def _jump(code: int, k: int, jt: int, jf: int) -> tuple[int, int, int, int]:
-    return (code, jt, jf, k & 0xFFFFFFFF)
-
-
-_ETH_P_ARP = 0x0806
-_ETH_P_IPV6 = 0x86DD
-_ARPOP_REPLY = 2
-_IPPROTO_ICMPV6 = 58
-_ND_NEIGHBOR_ADVERT = 136
-
-_Insn = tuple[int, int, str | None, str | None]  # code, k, true label, false label
-
-
-def _assemble(listing: list[tuple[str | None, _Insn]]) -> list[tuple[int, int, int, int]]:
-    """Resolve labels into classic BPF's relative forward jumps."""
-    where = {label: i for i, (label, _) in enumerate(listing) if label}
-    prog = []
-    for i, (_, (code, k, jt, jf)) in enumerate(listing):
-        t = where[jt] - i - 1 if jt else 0
-        f = where[jf] - i - 1 if jf else 0
-        assert 0 <= t <= 255 and 0 <= f <= 255, "classic BPF jumps only forward, 8 bits"
-        prog.append(_jump(code, k, t, f) if (jt or jf) else _stmt(code, k))
-    return prog
-
-
-def rarp_filter(replies: bool = False) -> list[tuple[int, int, int, int]]:
-    """The classic BPF program of `RarpCapture`: RARP (untagged, one or two tags), not outgoing.
-
-    The program sees the frame from the destination MAC (packet_rcv() pushes the
-    link-layer header back before run_filter()). A receive-side 802.1Q tag has
-    usually already been moved out of the frame into skb->vlan_tci by
-    skb_vlan_untag() in __netif_receive_skb_core() (net/core/dev.c), so RARP
-    shows at offset 12; the tagged forms cover devices and paths where the tag
-    stays inline (and the inner tag of QinQ, which stays inline). A load past the
-    end of the frame makes the kernel return 0, which drops short frames.
-
-    With `replies`, untagged ARP replies and ICMPv6 Neighbor Advertisements
-    (no IPv6 extension headers: RFC 4861 messages carry none) pass too: the
-    VM's answers to our probes, which prove it is local (make-before-break).
-    Received frames are always untagged by then (see above), so offsets are fixed.
-    """
-    ld_w_abs = BPF_LD | BPF_W | BPF_ABS
-    ld_h_abs = BPF_LD | BPF_H | BPF_ABS
-    ld_b_abs = BPF_LD | BPF_B | BPF_ABS
-    jeq_k = BPF_JMP | BPF_JEQ | BPF_K
-    ret_k = BPF_RET | BPF_K
-    other = "replies" if replies else "drop"
-    listing: list[tuple[str | None, _Insn]] = [
-        # ld [SKF_AD_OFF+SKF_AD_PKTTYPE]: dev_queue_xmit_nit() copies (ours, bridge floods)
-        (None, (ld_w_abs, SKF_AD_OFF + SKF_AD_PKTTYPE, None, None)),
-        (None, (jeq_k, PACKET_OUTGOING, "drop", "ether")),
-        ("ether", (ld_h_abs, 12, None, None)),  # outer EtherType / TPID
-        (None, (jeq_k, _ETH_P_RARP, "accept", "q1")),  # untagged RARP
-        ("q1", (jeq_k, _ETH_P_8021Q, "tag1", "ad1")),  # 802.1Q tag inline
-        ("ad1", (jeq_k, _ETH_P_8021AD, "tag1", other)),  # 802.1ad tag inline
-        ("tag1", (ld_h_abs, 16, None, None)),  # EtherType after one tag
-        (None, (jeq_k, _ETH_P_RARP, "accept", "q2")),
-        ("q2", (jeq_k, _ETH_P_8021Q, "tag2", "ad2")),  # a second (inner) tag
-        ("ad2", (jeq_k, _ETH_P_8021AD, "tag2", "drop")),
-        ("tag2", (ld_h_abs, 20, None, None)),  # EtherType after two tags
-        (None, (jeq_k, _ETH_P_RARP, "accept", "drop")),
-    ]
-    if replies:
-        listing += [
-            ("replies", (jeq_k, _ETH_P_ARP, "arp", "ipv6")),
-            ("arp", (ld_h_abs, 20, None, None)),  # ar$op (RFC 826)
-            (None, (jeq_k, _ARPOP_REPLY, "accept", "drop")),
-            ("ipv6", (jeq_k, _ETH_P_IPV6, "nh", "drop")),
-            ("nh", (ld_b_abs, 20, None, None)),  # IPv6 next header
-            (None, (jeq_k, _IPPROTO_ICMPV6, "icmp", "drop")),
-            ("icmp", (ld_b_abs, 54, None, None)),  # ICMPv6 type
-            (None, (jeq_k, _ND_NEIGHBOR_ADVERT, "accept", "drop")),
-        ]
-    listing += [
-        ("accept", (ret_k, 0x40000, None, None)),  # whole frame (recv buffer bounds the copy)
-        ("drop", (ret_k, 0, None, None)),
-    ]
-    return _assemble(listing)
 
 
 # --- sender ---
@@ -515,18 +424,15 @@ class RarpCapture(OwnedSocket):
     on the port. A frame arriving on a bridge port is therefore seen twice: on
     the port, and again on the bridge device when the bridge delivers it
     locally. The bridge's flooded copies (and anything sent from this host) pass
-    the taps as PACKET_OUTGOING from dev_queue_xmit_nit(); the filter drops them.
+    the taps as PACKET_OUTGOING from dev_queue_xmit_nit(); the daemon's filter
+    (`frames.capture.capture_filter`) drops them.
 
     Frames are read with recvmmsg(2) (one system call per batch) directly into
     preallocated buffers; the socket is non-blocking: poll `fileno()`.
     """
 
     def __init__(
-        self,
-        rcvbuf: int = DEFAULT_RCVBUF,
-        snaplen: int = DEFAULT_SNAPLEN,
-        program: list[tuple[int, int, int, int]] | None = None,
-        replies: bool = False,
+        self, program: Program, rcvbuf: int = DEFAULT_RCVBUF, snaplen: int = DEFAULT_SNAPLEN
     ) -> None:
         self._snaplen = snaplen
         self._drops = 0
@@ -535,7 +441,7 @@ class RarpCapture(OwnedSocket):
         self._dirty = 0
         self._sock = _open_packet_socket()
         try:
-            attach_filter(self._sock, rarp_filter(replies) if program is None else program)
+            attach_filter(self._sock, program)
             self._sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             self._sock.setsockopt(_SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             self._set_rcvbuf(rcvbuf)
@@ -546,7 +452,7 @@ class RarpCapture(OwnedSocket):
             raise
         self._allocate(256)
 
-    def set_filter(self, program: list[tuple[int, int, int, int]]) -> None:
+    def set_filter(self, program: Program) -> None:
         """Replace the socket filter (SO_ATTACH_FILTER swaps it atomically)."""
         attach_filter(self._sock, program)
 
@@ -561,7 +467,7 @@ class RarpCapture(OwnedSocket):
         # packet_getsockopt(): id | type << 16 | flags << 24
         return int(self._sock.getsockopt(SOL_PACKET, PACKET_FANOUT)) & 0xFFFF
 
-    def set_fanout_program(self, program: list[tuple[int, int, int, int]]) -> None:
+    def set_fanout_program(self, program: Program) -> None:
         """The group's PACKET_FANOUT_CBPF program (PACKET_FANOUT_DATA; one for the group)."""
         fprog, buf = _sock_fprog(program)
         self._sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, fprog)
@@ -697,18 +603,17 @@ class CaptureGroup:
 
     def __init__(
         self,
+        program: Program,
         members: int = CAPTURE_SOCKETS,
         rcvbuf: int = DEFAULT_RCVBUF,
         snaplen: int = DEFAULT_SNAPLEN,
-        program: list[tuple[int, int, int, int]] | None = None,
-        replies: bool = False,
     ) -> None:
         if members < 1:
             raise ValueError("a capture group has at least one member")
         self.members: list[RarpCapture] = []
         try:
             for _ in range(members):
-                self.members.append(RarpCapture(rcvbuf, snaplen, program, replies))
+                self.members.append(RarpCapture(program, rcvbuf, snaplen))
             first, *rest = self.members
             try:
                 self.group = first.join_fanout(0, PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID)
@@ -728,7 +633,7 @@ class CaptureGroup:
     def filenos(self) -> list[int]:
         return [m.fileno() for m in self.members]
 
-    def set_filter(self, program: list[tuple[int, int, int, int]]) -> None:
+    def set_filter(self, program: Program) -> None:
         """Replace every member's socket filter (each swap is atomic on its own)."""
         for m in self.members:
             m.set_filter(program)
@@ -790,7 +695,7 @@ def _parse_control(
             if not status & TP_STATUS_VLAN_VALID:
                 return None, None, sec + nsec / 1e9
             # aux: len, snaplen, mac, net, vlan_tci, vlan_tpid
-            tpid = aux[5] if status & TP_STATUS_VLAN_TPID_VALID else _ETH_P_8021Q
+            tpid = aux[5] if status & TP_STATUS_VLAN_TPID_VALID else _TPID_DEFAULT
             return aux[4], tpid, sec + nsec / 1e9
     return _parse_control_any(control, offset, length)
 
@@ -819,7 +724,7 @@ def _parse_control_any(
             if status & TP_STATUS_VLAN_VALID:
                 tci = vlan_tci
                 # Before TP_STATUS_VLAN_TPID_VALID existed, the tag was always 802.1Q.
-                tpid = vlan_tpid if status & TP_STATUS_VLAN_TPID_VALID else _ETH_P_8021Q
+                tpid = vlan_tpid if status & TP_STATUS_VLAN_TPID_VALID else _TPID_DEFAULT
         pos += (cmsg_len + _CMSG_ALIGN - 1) & ~(_CMSG_ALIGN - 1)
     if math.isnan(stamp):
         stamp = time.time()

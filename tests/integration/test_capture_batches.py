@@ -12,6 +12,7 @@ import pytest
 import netlab
 from rarp_replay import packetsock
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.frames.capture import capture_filter
 from rarp_replay.packetsock import PacketSender, RarpCapture, Sighting
 
 pytestmark = pytest.mark.netns
@@ -29,7 +30,7 @@ def test_batches_across_reused_slots_match_the_general_parser(lab: netlab.Lab) -
     hv, sw = lab.netns("hv"), lab.netns("sw")
     lab.veth(hv, "hv0", sw, "sw0")
     with netlab.entered(sw.name):
-        cap = RarpCapture()
+        cap = RarpCapture(capture_filter())
     sent: dict[bytes, tuple[int | None, int | None]] = {}
     try:
         with netlab.entered(hv.name), PacketSender("hv0") as tx:

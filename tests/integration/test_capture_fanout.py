@@ -9,13 +9,13 @@ import pytest
 
 import netlab
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.frames.capture import capture_filter
 from rarp_replay.packetsock import (
     CAPTURE_SOCKETS,
     CaptureGroup,
     PacketSender,
     RarpCapture,
     Sighting,
-    rarp_filter,
 )
 
 pytestmark = pytest.mark.netns
@@ -50,8 +50,10 @@ def test_each_port_lands_on_member_ifindex_mod_n_and_outgoing_is_dropped(
 ) -> None:
     hv, sw = ports(lab, PORTS)
     with netlab.entered(sw.name):
-        group = CaptureGroup()
-        other = CaptureGroup()  # a second daemon in the same namespace: its own group
+        group = CaptureGroup(capture_filter())
+        other = CaptureGroup(
+            capture_filter()
+        )  # a second daemon in the same namespace: its own group
     try:
         assert group.group != other.group
         with netlab.entered(hv.name):
@@ -86,14 +88,14 @@ def test_each_port_lands_on_member_ifindex_mod_n_and_outgoing_is_dropped(
 def test_set_filter_reaches_every_member(lab: netlab.Lab) -> None:
     hv, sw = ports(lab, PORTS)
     with netlab.entered(sw.name):
-        group = CaptureGroup()
+        group = CaptureGroup(capture_filter())
     try:
         group.set_filter([(0x06, 0, 0, 0)])  # ret 0: nothing passes
         with netlab.entered(hv.name):
             for p in range(PORTS):
                 with PacketSender(f"hv{p}") as tx:
                     tx.send(rarp_request_frame(mac(p)))
-        group.set_filter(rarp_filter())
+        group.set_filter(capture_filter())
         with netlab.entered(hv.name):
             for p in range(PORTS):
                 with PacketSender(f"hv{p}") as tx:
@@ -118,7 +120,7 @@ def _flood_then_burst(
     hv, sw = ports(lab, 2)
     assert sw.ifindex("sw0") % CAPTURE_SOCKETS != sw.ifindex("sw1") % CAPTURE_SOCKETS
     with netlab.entered(sw.name):
-        cap = open_capture(rcvbuf=SMALL_RCVBUF)
+        cap = open_capture(capture_filter(), rcvbuf=SMALL_RCVBUF)
     try:
         with netlab.entered(hv.name):
             with PacketSender("hv0") as tx:

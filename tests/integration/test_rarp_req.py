@@ -22,6 +22,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 import netlab
 from rarp_replay.errors import InterfaceError
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.frames.capture import capture_filter
 from rarp_replay.macaddr import parse_mac
 from rarp_replay.packetsock import (
     PACKET_OUTGOING,
@@ -93,7 +94,7 @@ def send_sentinel(hv: netlab.Netns, ifname: str = "hv0") -> None:
 def capture_in(ns: netlab.Netns) -> Iterator[RarpCapture]:
     """A RarpCapture whose socket lives in `ns` (a socket keeps its namespace)."""
     with netlab.entered(ns.name):
-        cap = RarpCapture()
+        cap = RarpCapture(capture_filter())
     try:
         yield cap
     finally:

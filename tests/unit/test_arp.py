@@ -5,6 +5,8 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from rarp_replay.errors import InvalidFrameError, TruncatedFrameError
@@ -13,6 +15,7 @@ from rarp_replay.frames.arp import (
     PTYPE_IPV4,
     ArpOp,
     ArpPacket,
+    ArpRequestTemplate,
     arp_reply,
     arp_request,
     arp_request_frame,
@@ -237,3 +240,32 @@ def test_parse_arp_frame_qinq() -> None:
     frame, packet = parse_arp_frame(raw)
     assert frame.vid == 20
     assert packet.sha == VM
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    src_mac=st.binary(min_size=6, max_size=6),
+    src_ip=st.integers(min_value=0, max_value=2**32 - 1).map(IPv4Address),
+    dsts=st.lists(
+        st.tuples(
+            st.binary(min_size=6, max_size=6),
+            st.integers(min_value=0, max_value=2**32 - 1).map(IPv4Address),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    tag=st.none() | st.integers(min_value=0, max_value=4095),
+)
+def test_arp_request_templates_are_the_frame_builders_bytes(
+    src_mac: bytes, src_ip: IPv4Address, dsts: list[tuple[bytes, IPv4Address]], tag: int | None
+) -> None:
+    tpl = ArpRequestTemplate(src_mac, src_ip, tag)
+    for dst_mac, dst_ip in dsts:  # one template, many probes
+        want = arp_request_frame(src_mac, src_ip, dst_mac, dst_ip, vid=tag)
+        assert tpl.frame(dst_mac, dst_ip) == want
+
+
+def test_arp_request_template_rejects_a_bad_mac_like_the_builder() -> None:
+    tpl = ArpRequestTemplate(SWITCH, SWITCH_IP)
+    with pytest.raises(InvalidFrameError, match="ARP target MAC"):
+        tpl.frame(VM[:5], VM_IP)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from topology import (
     BR,
     BR_VLAN,
@@ -15,10 +17,13 @@ from topology import (
     TRUNK,
     TRUNK_V10,
     VX,
+    new,
     switch,
 )
 
 from rarp_replay.domain import Domain, Ignored, resolve, source_address
+from rarp_replay.mirror import Mirror
+from rarp_replay.netlink.records import Address
 
 
 def test_access_port_resolves_to_bridge_svi_with_stacked_macvlan() -> None:
@@ -109,3 +114,56 @@ def test_macvlan_address_used_when_svi_has_none() -> None:
     d = resolve(m, PORT, None)
     assert isinstance(d, Domain)
     assert str(source_address(m, d, ip_address("192.0.2.10"))) == "192.0.2.1"
+
+
+def _reference_source(
+    m: Mirror, d: Domain, target: IPv4Address | IPv6Address
+) -> IPv4Address | IPv6Address | None:
+    """The selection as it was written with ip_network objects (before prefixes_of)."""
+    best, best_len = None, -1
+    for ifindex in d.l3:
+        for a in m.addresses_of(ifindex):
+            if a.address.version != target.version:
+                continue
+            if target.version == 6 and a.address.is_link_local:
+                continue
+            net = ip_network((a.address, a.prefixlen), strict=False)
+            if target in net and a.prefixlen > best_len:
+                best, best_len = a, a.prefixlen
+        if best is not None:
+            return best.address
+    # No prefix matched: the primary IPv4 address, or the IPv6 link-local.
+    for ifindex in d.l3:
+        if target.version == 4:
+            primary = m.primary_ipv4(ifindex)
+            if primary is not None:
+                return primary.address
+        else:
+            for a in m.addresses_of(ifindex):
+                if a.address.version == 6 and a.address.is_link_local:
+                    return a.address
+    return None
+
+
+@given(
+    prefixes=st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32), st.booleans()), max_size=6
+    ),
+    target=st.integers(0, 2**32 - 1),
+    v6=st.integers(0, 2**128 - 1),
+    v6_len=st.integers(0, 128),
+)
+def test_source_address_is_the_longest_prefix_match(
+    prefixes: list[tuple[int, int, bool]], target: int, v6: int, v6_len: int
+) -> None:
+    m = switch()
+    for raw, plen, on_macvlan in prefixes:
+        where = MACVLAN if on_macvlan else BR
+        m.apply(new(Address(where, IPv4Address(raw), plen)), 1.0)
+    m.apply(new(Address(BR, IPv6Address(v6), v6_len)), 1.0)
+    d = resolve(m, PORT, None)
+    assert isinstance(d, Domain)
+    for t in (IPv4Address(target), IPv6Address(v6 ^ 1), IPv6Address(target)):
+        want = _reference_source(m, d, t)
+        got = source_address(m, d, t)
+        assert got == want, (t, got, want)

@@ -47,10 +47,15 @@ from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
 from rarp_replay.macaddr import format_mac
 from rarp_replay.netlink.records import (
     AF_BRIDGE,
+    AF_INET,
     NTF_EXT_LEARNED,
+    NUD_FAILED,
     NUD_INCOMPLETE,
     NUD_PERMANENT,
+    NUD_REACHABLE,
     NUD_STALE,
+    Address,
+    Link,
     Neighbor,
 )
 from rarp_replay.ratelimit import Rate
@@ -395,6 +400,194 @@ def test_no_takeover_when_disabled_or_control_plane_reinstalls() -> None:
     gone_ev = gone(remote("192.0.2.10"))
     m.apply(gone_ev, 0.1)
     assert Resolve(BR, ip_address("192.0.2.10")) in eng.on_netlink(gone_ev, 0.1)
+
+
+def test_cached_domains_follow_link_and_address_changes() -> None:
+    m = switch(remote("192.0.2.10"), remote("192.0.2.11", mac=b"\x52\x54\x00\x00\x00\x02"))
+    eng = Engine(m)
+    assert (
+        len(
+            [
+                a
+                for a in eng.on_frame(rarp_request_frame(VM_MAC), PORT, None, 0.0)
+                if isinstance(a, SendFrame)
+            ]
+        )
+        == 1
+    )
+    # swp1 turns into a fabric port (same ifindex, now a VXLAN device): no probe.
+    gen = m.generation
+    m.apply(
+        new(Link(PORT, "vx-swp1", flags=1, mac=bytes(5) + b"\x11", kind="vxlan", master=BR)), 1.0
+    )
+    assert m.generation > gen
+    other = b"\x52\x54\x00\x00\x00\x02"
+    eng.on_frame(rarp_request_frame(other), PORT, None, 1.0)
+    assert eng.stats["dropped.fabric-port"] == 1
+    # ...and gone altogether.
+    m.apply(gone(Link(PORT, "vx-swp1")), 2.0)
+    eng.on_frame(rarp_request_frame(other), PORT, None, 2.0)
+    assert eng.stats["dropped.unknown-interface"] == 1
+    # An address event also starts over (whatever resolve reads may depend on it).
+    gen = m.generation
+    m.apply(new(Address(BR, ip_address("192.0.2.99"), 24)), 3.0)
+    assert m.generation > gen
+    # Neighbor changes do not: they are not what a domain is made of.
+    gen = m.generation
+    m.apply(new(local("192.0.2.12")), 4.0)
+    assert m.generation == gen
+    # The other ports, unchanged, still resolve.
+    assert eng.on_frame(rarp_request_frame(other), PORT2, None, 5.0)
+    assert eng.stats["rounds"] == 2
+
+
+def test_explicit_invalidation_forgets_cached_domains() -> None:
+    m = switch(remote("192.0.2.10"))
+    eng = Engine(m)
+    eng.on_frame(rarp_request_frame(VM_MAC), VX, None, 0.0)
+    assert eng.stats["dropped.fabric-port"] == 1
+    # A change made behind the mirror's back (not through apply/reset) ...
+    m.links[VX] = Link(VX, "swp7", flags=1, mac=bytes(5) + b"\x13", kind="veth", master=BR)
+    eng.invalidate_domains()
+    eng.on_frame(rarp_request_frame(VM_MAC), VX, None, 1.0)
+    assert eng.stats["rounds"] == 1
+
+
+# -- what the daemon used to decide: netlink events, placeholders, leftovers ----------
+
+
+def test_on_event_applies_to_the_mirror_and_routes_neighbors() -> None:
+    m = switch(remote("192.0.2.10"))
+    eng = Engine(m)
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    # EVPN withdraws its remote entry: the mirror forgets it, and the round resolves
+    # and probes again (on_netlink).
+    acts = eng.on_event(gone(remote("192.0.2.10")), 0.1)
+    assert m.neighbor(BR, ip_address("192.0.2.10")) is None
+    assert acts[0] == Resolve(BR, ip_address("192.0.2.10"))
+    assert len(sends(acts)) == 1 and logs(acts, "remote-deleted")
+    # The VM answered: the kernel learned it; the mirror has it and the round confirms.
+    acts = eng.on_event(new(local("192.0.2.10")), 0.2)
+    assert m.neighbor(BR, ip_address("192.0.2.10")) is not None
+    assert logs(acts, "confirmed") and eng.rounds() == []
+    # A link or an address only changes the mirror.
+    gen = m.generation
+    assert eng.on_event(new(Address(BR, ip_address("192.0.2.99"), 24)), 0.3) == []
+    assert m.generation > gen
+
+
+def test_on_event_routes_bridge_fdb_moves_with_the_entry_they_replace() -> None:
+    m = switch(remote("192.0.2.10"))
+    eng = Engine(m)
+    assert eng.on_event(new(fdb(VX, flags=NTF_EXT_LEARNED)), 0.0) == []  # first sighting
+    acts = eng.on_event(new(fdb(PORT)), 1.0)  # moved from the VXLAN port: a round
+    assert len(sends(acts)) == 1
+    [ann] = logs(acts, "announcement")
+    assert ann.fields["trigger"] == "fdb-move" and ann.fields["moved_from"] == "vxlan100"
+    # The same entry again (no move): nothing.
+    assert eng.on_event(new(fdb(PORT)), 1.5) == []
+    # Without the FDB trigger the mirror still follows, and no round starts.
+    m2 = switch(remote("192.0.2.10"))
+    eng2 = Engine(m2, Config(fdb_trigger=False))
+    eng2.on_event(new(fdb(VX, flags=NTF_EXT_LEARNED)), 0.0)
+    assert eng2.on_event(new(fdb(PORT)), 1.0) == []
+
+
+def _giving_up(eng: Engine) -> list:  # type: ignore[type-arg]
+    acts: list = []  # type: ignore[type-arg]
+    while (deadline := eng.next_deadline()) is not None:
+        acts += eng.tick(deadline)
+    return acts
+
+
+@pytest.mark.parametrize(
+    ("entry", "removed"),
+    [
+        (None, True),  # NTF_USE made it without a notification: may be ours
+        (NUD_INCOMPLETE, True),
+        (NUD_FAILED, True),  # nobody answered: the kernel keeps it FAILED
+        (NUD_REACHABLE, False),  # it binds (someone else's answer): never touched
+        (NUD_STALE, False),
+        (NUD_PERMANENT, False),
+    ],
+)
+def test_give_up_removes_a_placeholder_only_if_it_binds_nothing(
+    entry: int | None, removed: bool
+) -> None:
+    m = switch(remote("192.0.2.10"))
+    m.apply(gone(remote("192.0.2.10")), now=0.0)
+    eng = Engine(m, Config(give_up=3.0))
+    acts = eng.on_frame(rarp(), PORT, None, now=0.0)
+    assert Resolve(BR, ip_address("192.0.2.10")) in acts
+    if entry is not None:
+        # Another MAC's entry: not the VM's answer, so the round stays open.
+        eng.on_event(new(local("192.0.2.10", mac=OTHER_MAC, state=entry)), 0.5)
+    acts = _giving_up(eng)
+    assert logs(acts, "gave-up")
+    want = [RemovePlaceholder(BR, ip_address("192.0.2.10"))] if removed else []
+    assert [a for a in acts if isinstance(a, RemovePlaceholder)] == want
+
+
+def test_leftovers_are_our_protocols_entries_that_bind_nothing() -> None:
+    ours = Config().neigh_protocol
+
+    def entry(ip: str, state: int, protocol: int) -> Neighbor:
+        return Neighbor(AF_INET, BR, ip_address(ip), None, state, protocol=protocol)
+
+    m = switch(
+        entry("192.0.2.20", NUD_INCOMPLETE, ours),
+        entry("192.0.2.21", NUD_FAILED, ours),
+        entry("192.0.2.22", 0, ours),  # NUD_NONE
+        entry("192.0.2.23", NUD_REACHABLE, ours),  # a takeover: the VM's proven binding
+        entry("192.0.2.24", NUD_STALE, ours),
+        entry("192.0.2.25", NUD_INCOMPLETE, 186),  # zebra's
+        entry("192.0.2.26", NUD_FAILED, 0),  # the kernel's own
+    )
+    m.apply(new(fdb(PORT)), 0.0)  # bridge entries have no address: never chosen
+    got = sorted(str(a.address) for a in Engine(m).leftovers())
+    assert got == ["192.0.2.20", "192.0.2.21", "192.0.2.22"]
+    assert all(isinstance(a, RemovePlaceholder) for a in Engine(m).leftovers())
+    assert Engine(m, Config(neigh_protocol=99)).leftovers() == []
+
+
+# -- send first -----------------------------------------------------------------------
+
+
+def test_send_callback_gets_resolve_and_probe_before_the_bookkeeping() -> None:
+    m = switch(remote("192.0.2.10"), local("2001:db8:100::10", state=NUD_STALE))
+    m.apply(gone(remote("192.0.2.10")), now=0.0)  # remembered: resolve, then probe
+    timeline: list[object] = []
+    seen_at_send: list[tuple[int, int]] = []
+
+    def send(a: object) -> None:
+        # What the engine had done when it handed this over.
+        seen_at_send.append((eng.stats["rounds"], len(eng.rounds())))
+        timeline.append(a)
+
+    eng = Engine(m, send=send)
+    returned = eng.on_frame(rarp(), PORT, None, now=0.0)
+    timeline += returned
+    kinds = [type(a).__name__ for a in timeline]
+    # Each target's Resolve, then its probe (the local STALE IPv6 entry is resolved
+    # too: the kernel then takes the VM's answer as confirmation).
+    assert kinds == ["Resolve", "SendFrame", "Resolve", "SendFrame", "Log"], kinds
+    assert {timeline[0], timeline[2]} == {
+        Resolve(BR, ip_address("192.0.2.10")),
+        Resolve(BR, ip_address("2001:db8:100::10")),
+    }
+    # The probes left before the round existed, was counted or was logged.
+    assert seen_at_send == [(0, 0)] * 4
+    assert not sends(returned) and not [a for a in returned if isinstance(a, Resolve)]
+    [ann] = logs(returned, "announcement")
+    assert ann.fields["probes"] == 2 and eng.stats["rounds"] == 1
+    # The same round without `send`: the same actions, in the same order.
+    m2 = switch(remote("192.0.2.10"), local("2001:db8:100::10", state=NUD_STALE))
+    m2.apply(gone(remote("192.0.2.10")), now=0.0)
+    assert Engine(m2).on_frame(rarp(), PORT, None, now=0.0) == timeline
+    # Retries and a withdrawal's resolve+probe go the same way.
+    timeline.clear()
+    eng.tick(0.2)
+    assert [type(a).__name__ for a in timeline] == ["Resolve", "SendFrame"] * 2
 
 
 # -- operator settings: port globs, and reconfiguring a live engine (SIGHUP) ----------

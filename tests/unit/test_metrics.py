@@ -100,6 +100,10 @@ def _value(expr: ast.expr, params: dict[str, tuple[object, ...]]) -> set[object]
         return {table[v] for v in _value(expr.slice, params)}
     if isinstance(expr, ast.Call) and getattr(expr.func, "id", None) == "dropped":
         return {counters.dropped(r) for r in _value(expr.args[0], params)}  # type: ignore[arg-type]
+    if isinstance(expr, ast.Attribute) and expr.attr == "reason":
+        # A Drop's (frames.capture) or an Ignored's (domain) reason: checked where
+        # each is written (_source_keys).
+        return set(counters.DROP_REASONS)
     raise AssertionError(f"not a name from counters: {ast.unparse(expr)}")
 
 
@@ -111,6 +115,12 @@ def _source_keys() -> set[str]:
         assert what == "ignored", ast.unparse(expr)
         ignored |= _value(expr, {})
     assert ignored | {counters.EXCLUDED_PORT} == set(counters.IGNORED)
+    # The capture's reasons: frames.capture.classify returns them as Drop(reason).
+    drops: set[object] = set()
+    for node in ast.walk(ast.parse((SRC / "frames" / "capture.py").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Drop":
+            drops |= _value(node.args[0], {})
+    assert drops == set(counters.FRAME_DROPS), drops ^ set(counters.FRAME_DROPS)
     # The parameters that pass a name through: _drop's and _log_allowed's reason
     # (checked at each call), announce's trigger (checked at each call), the
     # reason of a domain.resolve() verdict.

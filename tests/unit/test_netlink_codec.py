@@ -27,10 +27,13 @@ from rarp_replay.netlink.records import (
     NUD_REACHABLE,
     RT_SCOPE_LINK,
     Address,
+    BridgePort,
+    BridgeVlan,
     Change,
     Event,
     Link,
     Neighbor,
+    VlanTunnel,
 )
 
 MAC = bytes.fromhex("525400000010")
@@ -182,11 +185,14 @@ def test_vlan_id_attribute_ignored_for_other_kinds() -> None:
     assert event.record == Link(4, "vx0", kind="vxlan")
 
 
-def test_bridge_port_link_messages_are_ignored() -> None:
-    # br_ifinfo_notify: RTM_DELLINK with AF_BRIDGE means "left the bridge", not "deleted".
+def test_bridge_port_link_messages_are_not_links() -> None:
+    # br_ifinfo_notify: RTM_DELLINK with AF_BRIDGE means "left the bridge", not "deleted":
+    # it decodes to a BridgePort (the port's VLAN state), never to a Link.
     body = ifinfomsg(6, family=AF_BRIDGE) + attr(c.IFLA_IFNAME, b"veth0\0")
-    assert decode_msg(msg(c.RTM_DELLINK, body)) is None
-    assert decode_msg(msg(c.RTM_NEWLINK, body)) is None
+    for msg_type, change in ((c.RTM_DELLINK, Change.DEL), (c.RTM_NEWLINK, Change.NEW)):
+        event = decode_msg(msg(msg_type, body))
+        assert event is not None and not isinstance(event.record, Link)
+        assert event == Event(change, BridgePort(6, "veth0"))
 
 
 def test_ipv4_address_prefers_ifa_local() -> None:
@@ -445,7 +451,25 @@ def links(draw: st.DrawFn) -> Link:
         lower=draw(opt_u32),
         vlan_id=draw(st.none() | st.integers(0, 0xFFFF)) if kind == "vlan" else None,
         link_netnsid=draw(st.none() | s32),
+        vlan_filtering=draw(st.none() | st.booleans()) if kind == "bridge" else None,
     )
+
+
+@st.composite
+def vid_ranges(draw: st.DrawFn) -> tuple[int, int]:
+    vid = draw(st.integers(1, 4094))
+    return vid, draw(st.integers(vid, 4094))
+
+
+@st.composite
+def bridge_ports(draw: st.DrawFn) -> BridgePort:
+    flags = st.integers(0, 0xFFFF).map(lambda f: f & ~0x18)  # RANGE_* bits are the wire's
+    vlans = [BridgeVlan(*draw(vid_ranges()), draw(flags)) for _ in range(draw(st.integers(0, 5)))]
+    tunnels = []
+    for _ in range(draw(st.integers(0, 3))):
+        vid, last = draw(vid_ranges())
+        tunnels.append(VlanTunnel(vid, last, draw(st.integers(0, 2**32 - 1 - (last - vid)))))
+    return BridgePort(draw(s32), draw(names), draw(opt_u32), tuple(vlans), tuple(tunnels))
 
 
 @st.composite
@@ -483,13 +507,13 @@ def neighbors(draw: st.DrawFn) -> Neighbor:
 
 
 @given(
-    record=links() | addresses() | neighbors(),
+    record=links() | addresses() | neighbors() | bridge_ports(),
     change=st.sampled_from(Change),
     seq=u32,
     flags=st.integers(0, 0xFFFF),
 )
 def test_round_trip(
-    record: Link | Address | Neighbor, change: Change, seq: int, flags: int
+    record: Link | Address | Neighbor | BridgePort, change: Change, seq: int, flags: int
 ) -> None:
     event = Event(change, record)
     wire = c.encode(event, None, flags, seq)

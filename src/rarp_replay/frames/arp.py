@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 
 from ..errors import InvalidFrameError, TruncatedFrameError
 from ..macaddr import BROADCAST
-from .ethernet import ETH_ALEN, ETH_P_ARP, ETH_P_RARP, EthernetFrame, VlanTag
+from .ethernet import ETH_ALEN, ETH_HLEN, ETH_P_ARP, ETH_P_RARP, VLAN_HLEN, EthernetFrame, VlanTag
 
 HTYPE_ETHERNET = 1  # ar$hrd for 10Mb Ethernet, RFC 826 / IANA "Hardware Types"
 PTYPE_IPV4 = 0x0800  # ar$pro is an EtherType, RFC 826
@@ -25,6 +25,10 @@ _FIXED = struct.Struct("!HHBBH")  # ar$hrd, ar$pro, ar$hln, ar$pln, ar$op
 ARP_FIXED_LEN = _FIXED.size  # 8
 # Length of an Ethernet/IPv4 ARP packet: 8 + 2 * (6 + 4).
 ARP_ETHER_IPV4_LEN = ARP_FIXED_LEN + 2 * (ETH_ALEN + IPV4_ALEN)
+# Offsets into an Ethernet/IPv4 packet: ar$op ends the fixed part; ar$tha follows
+# ar$sha and ar$spa (RFC 826 "Packet format").
+ARP_OP_OFFSET = ARP_FIXED_LEN - 2
+ARP_THA_OFFSET = ARP_FIXED_LEN + ETH_ALEN + IPV4_ALEN
 
 _ZERO_IP = bytes(IPV4_ALEN)
 
@@ -128,6 +132,11 @@ class ArpPacket:
         )
 
 
+def ether_ipv4_header(op: int) -> bytes:
+    """The fixed part (ar$hrd .. ar$op) of an Ethernet/IPv4 packet with opcode `op`."""
+    return _FIXED.pack(HTYPE_ETHERNET, PTYPE_IPV4, ETH_ALEN, IPV4_ALEN, op)
+
+
 def _ipv4(raw: bytes) -> IPv4Address:
     if len(raw) != IPV4_ALEN:
         raise InvalidFrameError(f"protocol address of {len(raw)} octets is not IPv4")
@@ -201,3 +210,28 @@ def parse_arp_frame(data: bytes) -> tuple[EthernetFrame, ArpPacket]:
     if frame.ethertype not in (ETH_P_ARP, ETH_P_RARP):
         raise InvalidFrameError(f"EtherType {frame.ethertype:#06x} is neither ARP nor RARP")
     return frame, ArpPacket.parse(frame.payload)
+
+
+class ArpRequestTemplate:
+    """`arp_request_frame(src_mac, src_ip, dst_mac, dst_ip, vid)` for any destination,
+    byte for byte, from one frame built per (sender, tag).
+
+    Only the VM's MAC (the Ethernet destination and ar$tha) and the target address
+    differ between the probes one SVI sends, so the rest is cut out of a reference
+    frame once: dst(6) | middle | tha(6) | tpa(4) | padding. Building every probe
+    through the codec cost more than the rest of a round's handling (measured,
+    docs/benchmarks.md).
+    """
+
+    __slots__ = ("_middle", "_pad")
+
+    def __init__(self, src_mac: bytes, src_ip: IPv4Address, vid: int | None = None) -> None:
+        ref = arp_request_frame(src_mac, src_ip, bytes(ETH_ALEN), IPv4Address(0), vid=vid)
+        arp_at = ETH_HLEN + (0 if vid is None else VLAN_HLEN)
+        tha_at = arp_at + ARP_THA_OFFSET
+        self._middle = ref[ETH_ALEN:tha_at]
+        self._pad = ref[tha_at + ETH_ALEN + IPV4_ALEN :]
+
+    def frame(self, dst_mac: bytes, dst_ip: IPv4Address) -> bytes:
+        _check_mac(dst_mac, "ARP target MAC")
+        return b"".join((dst_mac, self._middle, dst_mac, dst_ip.packed, self._pad))

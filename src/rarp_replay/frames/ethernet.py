@@ -20,6 +20,9 @@ ETH_P_IPV6 = 0x86DD
 
 ETH_ALEN = 6
 ETH_HLEN = 14
+# The type field follows the two addresses; with VLAN tags, each tag's TPID sits
+# there and the next type field VLAN_HLEN octets later (802.1Q 9.3).
+ETH_TYPE_OFFSET = 2 * ETH_ALEN
 # Minimum frame length without the 4-octet FCS: IEEE 802.3 minimum of 64 octets
 # minus FCS.  Shorter frames are runts that switches drop, so we pad on build.
 ETH_ZLEN = 60

@@ -16,6 +16,8 @@ from ..errors import AddressError, InvalidFrameError, TruncatedFrameError
 IPV6_HLEN = 40
 IPV6_VERSION = 6
 IPV6_ALEN = 16
+# Next Header: after version/class/flow (4 octets) and Payload Length (2), RFC 8200 3.
+IPV6_NEXT_HEADER_OFFSET = 6
 # Without a Jumbo Payload option (RFC 2675, not supported) the length field caps it.
 IPV6_MAX_PAYLOAD = 0xFFFF
 

@@ -285,10 +285,15 @@ def parse_nd_frame(data: bytes) -> tuple[EthernetFrame, IPv6Packet, NdMessage]:
     frame = EthernetFrame.parse(data)
     if frame.ethertype != ETH_P_IPV6:
         raise InvalidFrameError(f"EtherType {frame.ethertype:#06x} is not IPv6")
-    packet = IPv6Packet.parse(frame.payload)
+    return (frame, *parse_nd_packet(frame.payload))
+
+
+def parse_nd_packet(data: bytes) -> tuple[IPv6Packet, NdMessage]:
+    """Decode an IPv6 packet (an Ethernet payload) carrying an NS or NA."""
+    packet = IPv6Packet.parse(data)
     if packet.next_header != IPPROTO_ICMPV6:
         # Extension headers are not walked: ND messages never carry them in practice.
         raise InvalidFrameError(f"IPv6 next header {packet.next_header} is not ICMPv6")
     if packet.hop_limit != ND_HOP_LIMIT:
         raise InvalidFrameError(f"ND message with hop limit {packet.hop_limit}, must be 255")
-    return frame, packet, parse_icmpv6(packet.payload, packet.src, packet.dst)
+    return packet, parse_icmpv6(packet.payload, packet.src, packet.dst)

@@ -30,9 +30,11 @@ Contract
 * Encoders raise `NetlinkError` too, for a record or request that cannot be put
   on the wire (a value out of range, an FDB entry with an IP address...).
 * Records the kernel sends that the daemon has no use for decode to ``None``
-  (unknown message types and families, AF_BRIDGE port messages on the link
-  group).
-* ``decode(encode(x)) == x`` for every `Link`, `Address` and `Neighbor`.
+  (unknown message types and families).
+* AF_BRIDGE link messages (a bridge's view of its ports and of itself: VLANs,
+  PVID, VLAN-to-VNI map) decode to `BridgePort`, never to `Link`: an AF_BRIDGE
+  RTM_DELLINK means "left the bridge", not "interface deleted".
+* ``decode(encode(x)) == x`` for every `Link`, `Address`, `Neighbor` and `BridgePort`.
 
 Layouts follow the kernel's uapi headers: linux/netlink.h (nlmsghdr, nlattr,
 nlmsgerr), linux/rtnetlink.h (ifinfomsg, ifaddrmsg), linux/neighbour.h
@@ -52,14 +54,19 @@ from rarp_replay.netlink.records import (
     AF_INET,
     AF_INET6,
     AF_UNSPEC,
+    BRIDGE_VLAN_INFO_RANGE_BEGIN,
+    BRIDGE_VLAN_INFO_RANGE_END,
     NTF_USE,
     Address,
+    BridgePort,
+    BridgeVlan,
     Change,
     Event,
     IPAddress,
     Link,
     Neighbor,
     Record,
+    VlanTunnel,
 )
 
 # --- linux/netlink.h --------------------------------------------------------------------------
@@ -131,9 +138,20 @@ IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_LINK = 5
 IFLA_MASTER = 10
+IFLA_PROTINFO = 12
 IFLA_OPERSTATE = 16
 IFLA_LINKINFO = 18
+IFLA_AF_SPEC = 26
+IFLA_EXT_MASK = 29  # u32 in a GETLINK request: RTEXT_FILTER_* (what extra to report)
 IFLA_LINK_NETNSID = 37
+
+# RTEXT_FILTER_* (linux/rtnetlink.h): with an AF_BRIDGE RTM_GETLINK dump, the bridge
+# reports each port's VLANs (and itself: br_getlink skips the bridge device without
+# one of the BRVLAN bits). _COMPRESSED sends ranges as RANGE_BEGIN/RANGE_END pairs: the
+# same form br_ifinfo_notify() uses for its RTNLGRP_LINK notifications.
+RTEXT_FILTER_VF = 1
+RTEXT_FILTER_BRVLAN = 2
+RTEXT_FILTER_BRVLAN_COMPRESSED = 4
 
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
@@ -141,6 +159,18 @@ IFLA_INFO_SLAVE_KIND = 4
 IFLA_INFO_SLAVE_DATA = 5
 
 IFLA_VLAN_ID = 1  # inside IFLA_INFO_DATA of kind "vlan" (linux/if_link.h, IFLA_VLAN_*)
+IFLA_BR_VLAN_FILTERING = 7  # u8 inside IFLA_INFO_DATA of kind "bridge" (IFLA_BR_*)
+
+# --- linux/if_bridge.h: IFLA_AF_SPEC of an AF_BRIDGE link message -----------------------------
+
+IFLA_BRIDGE_FLAGS = 0
+IFLA_BRIDGE_MODE = 1
+IFLA_BRIDGE_VLAN_INFO = 2  # struct bridge_vlan_info {u16 flags; u16 vid}, one per VID/range end
+IFLA_BRIDGE_VLAN_TUNNEL_INFO = 3  # nested IFLA_BRIDGE_VLAN_TUNNEL_*
+IFLA_BRIDGE_VLAN_TUNNEL_ID = 1  # u32 VNI
+IFLA_BRIDGE_VLAN_TUNNEL_VID = 2  # u16
+IFLA_BRIDGE_VLAN_TUNNEL_FLAGS = 3  # u16: BRIDGE_VLAN_INFO_RANGE_BEGIN/END
+VLAN_VID_MAX = 4094  # 802.1Q: VIDs 1..4094 (0 = priority tag, 4095 reserved)
 
 # --- linux/if_addr.h --------------------------------------------------------------------------
 
@@ -187,6 +217,8 @@ _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, pad x3, ifindex, state, flags, type
 _NLMSGERR = struct.Struct("=i")  # error (negative errno, 0 = ack); the request's header follows
 _RTGENMSG = struct.Struct("=Bxxx")  # family, padded to NLMSG_ALIGNTO
+_BRIDGE_VLAN_INFO = struct.Struct("=HH")  # flags, vid
+_RANGE_BITS = BRIDGE_VLAN_INFO_RANGE_BEGIN | BRIDGE_VLAN_INFO_RANGE_END
 _U8 = struct.Struct("=B")
 _U16 = struct.Struct("=H")
 _U32 = struct.Struct("=I")
@@ -453,11 +485,13 @@ def _decode_link(change: Change, data: bytes, start: int, end: int) -> Event | N
     if end - start < _IFINFOMSG.size:
         raise NetlinkError(f"truncated ifinfomsg ({end - start} bytes)")
     family, _iftype, index, flags, _change = _IFINFOMSG.unpack_from(data, start)
-    if family != AF_UNSPEC:
+    if family == AF_BRIDGE:
         # The bridge also sends RTM_NEWLINK/RTM_DELLINK with family AF_BRIDGE to the link
-        # group about its *ports* (br_ifinfo_notify): an RTM_DELLINK of that kind means
-        # "left the bridge", not "interface deleted". Interfaces themselves are always
-        # reported with AF_UNSPEC (rtnl_fill_ifinfo), so everything else is ignored.
+        # group about its ports and itself (br_ifinfo_notify, with the VLAN list): an
+        # RTM_DELLINK of that kind means "left the bridge", not "interface deleted".
+        return _decode_bridge_port(change, data, start, end, index)
+    if family != AF_UNSPEC:
+        # Interfaces themselves are always reported with AF_UNSPEC (rtnl_fill_ifinfo).
         return None
     name = ""
     mac: bytes | None = None
@@ -467,6 +501,7 @@ def _decode_link(change: Change, data: bytes, start: int, end: int) -> Event | N
     lower: int | None = None
     vlan_id: int | None = None
     netnsid: int | None = None
+    vlan_filtering: bool | None = None
     info_data: tuple[int, int] | None = None
     for atype, a, b in _attr_spans(data, start + _IFINFOMSG.size, end):
         if atype == IFLA_IFNAME:
@@ -492,9 +527,111 @@ def _decode_link(change: Change, data: bytes, start: int, end: int) -> Event | N
         for vtype, c, d in _attr_spans(data, *info_data):
             if vtype == IFLA_VLAN_ID:
                 vlan_id = _get_u16(data, c, d, "IFLA_VLAN_ID")
+    elif kind == "bridge" and info_data is not None:
+        for btype, c, d in _attr_spans(data, *info_data):
+            if btype == IFLA_BR_VLAN_FILTERING:
+                vlan_filtering = bool(_get_u8(data, c, d, "IFLA_BR_VLAN_FILTERING"))
     return Event(
-        change, Link(index, name, flags, mac, kind, slave_kind, master, lower, vlan_id, netnsid)
+        change,
+        Link(
+            index,
+            name,
+            flags,
+            mac,
+            kind,
+            slave_kind,
+            master,
+            lower,
+            vlan_id,
+            netnsid,
+            vlan_filtering,
+        ),
     )
+
+
+def _decode_bridge_port(change: Change, data: bytes, start: int, end: int, index: int) -> Event:
+    """An AF_BRIDGE link message (br_fill_ifinfo): the device's VLANs and VLAN tunnels."""
+    name = ""
+    master: int | None = None
+    vlans: list[BridgeVlan] = []
+    tunnels: list[VlanTunnel] = []
+    for atype, a, b in _attr_spans(data, start + _IFINFOMSG.size, end):
+        if atype == IFLA_IFNAME:
+            name = _get_str(data, a, b)
+        elif atype == IFLA_MASTER:
+            master = _get_u32(data, a, b, "IFLA_MASTER")
+        elif atype == IFLA_AF_SPEC:
+            begin: tuple[int, int] | None = None  # (flags, vid) of an open VLAN range
+            tbegin: tuple[int, int] | None = None  # (vid, vni) of an open tunnel range
+            for stype, c, d in _attr_spans(data, a, b):
+                if stype == IFLA_BRIDGE_VLAN_INFO:
+                    if d - c < _BRIDGE_VLAN_INFO.size:
+                        raise NetlinkError(f"IFLA_BRIDGE_VLAN_INFO: {d - c}-byte payload")
+                    vflags, vid = _BRIDGE_VLAN_INFO.unpack_from(data, c)
+                    begin = _vlan_entry(vlans, begin, vflags, vid)
+                elif stype == IFLA_BRIDGE_VLAN_TUNNEL_INFO:
+                    tbegin = _tunnel_entry(data, c, d, tunnels, tbegin)
+            if begin is not None or tbegin is not None:
+                raise NetlinkError("VLAN range begins but does not end")
+    return Event(change, BridgePort(index, name, master, tuple(vlans), tuple(tunnels)))
+
+
+def _check_vid(vid: int, what: str) -> None:
+    if not 1 <= vid <= VLAN_VID_MAX:
+        raise NetlinkError(f"{what}: VID {vid} out of 1..{VLAN_VID_MAX}")
+
+
+def _vlan_entry(
+    out: list[BridgeVlan], begin: tuple[int, int] | None, vflags: int, vid: int
+) -> tuple[int, int] | None:
+    """One IFLA_BRIDGE_VLAN_INFO of a list (br_fill_ifvlaninfo_range: a range is a
+    RANGE_BEGIN entry then a RANGE_END entry, both with the range's flags)."""
+    _check_vid(vid, "IFLA_BRIDGE_VLAN_INFO")
+    if vflags & BRIDGE_VLAN_INFO_RANGE_BEGIN:
+        if begin is not None or vflags & BRIDGE_VLAN_INFO_RANGE_END:
+            raise NetlinkError(f"IFLA_BRIDGE_VLAN_INFO: misplaced range begin at VID {vid}")
+        return vflags & ~_RANGE_BITS, vid
+    if vflags & BRIDGE_VLAN_INFO_RANGE_END:
+        if begin is None or vid < begin[1]:
+            raise NetlinkError(f"IFLA_BRIDGE_VLAN_INFO: range end {vid} without its begin")
+        out.append(BridgeVlan(begin[1], vid, begin[0]))
+        return None
+    if begin is not None:
+        raise NetlinkError(f"IFLA_BRIDGE_VLAN_INFO: VID {vid} inside an open range")
+    out.append(BridgeVlan(vid, vid, vflags))
+    return None
+
+
+def _tunnel_entry(
+    data: bytes, a: int, b: int, out: list[VlanTunnel], begin: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """One IFLA_BRIDGE_VLAN_TUNNEL_INFO (br_fill_vlan_tinfo_range: ranges as for VLANs)."""
+    vni: int | None = None
+    vid: int | None = None
+    tflags = 0
+    for ttype, c, d in _attr_spans(data, a, b):
+        if ttype == IFLA_BRIDGE_VLAN_TUNNEL_ID:
+            vni = _get_u32(data, c, d, "IFLA_BRIDGE_VLAN_TUNNEL_ID")
+        elif ttype == IFLA_BRIDGE_VLAN_TUNNEL_VID:
+            vid = _get_u16(data, c, d, "IFLA_BRIDGE_VLAN_TUNNEL_VID")
+        elif ttype == IFLA_BRIDGE_VLAN_TUNNEL_FLAGS:
+            tflags = _get_u16(data, c, d, "IFLA_BRIDGE_VLAN_TUNNEL_FLAGS")
+    if vni is None or vid is None:
+        raise NetlinkError("IFLA_BRIDGE_VLAN_TUNNEL_INFO without its ID or VID")
+    _check_vid(vid, "IFLA_BRIDGE_VLAN_TUNNEL_INFO")
+    if tflags & BRIDGE_VLAN_INFO_RANGE_BEGIN:
+        if begin is not None or tflags & BRIDGE_VLAN_INFO_RANGE_END:
+            raise NetlinkError(f"VLAN tunnel: misplaced range begin at VID {vid}")
+        return vid, vni
+    if tflags & BRIDGE_VLAN_INFO_RANGE_END:
+        if begin is None or vid < begin[0] or vni - vid != begin[1] - begin[0]:
+            raise NetlinkError(f"VLAN tunnel: range end {vid} does not match its begin")
+        out.append(VlanTunnel(begin[0], vid, begin[1]))
+        return None
+    if begin is not None:
+        raise NetlinkError(f"VLAN tunnel: VID {vid} inside an open range")
+    out.append(VlanTunnel(vid, vid, vni))
+    return None
 
 
 def _decode_addr(change: Change, data: bytes, start: int, end: int) -> Event | None:
@@ -606,6 +743,11 @@ def encode_link_body(link: Link) -> bytes:
             raise NetlinkError(f"vlan_id set on a link of kind {link.kind!r}")
         vid = _U16.pack(_check_range(link.vlan_id, 16, "vlan_id"))
         info.append(_nlattr(IFLA_INFO_DATA | NLA_F_NESTED, _nlattr(IFLA_VLAN_ID, vid)))
+    if link.vlan_filtering is not None:
+        if link.kind != "bridge":
+            raise NetlinkError(f"vlan_filtering set on a link of kind {link.kind!r}")
+        flag = _nlattr(IFLA_BR_VLAN_FILTERING, _U8.pack(int(link.vlan_filtering)))
+        info.append(_nlattr(IFLA_INFO_DATA | NLA_F_NESTED, flag))
     if link.slave_kind is not None:
         info.append(_str_attr(IFLA_INFO_SLAVE_KIND, link.slave_kind))
     if info:
@@ -670,8 +812,59 @@ def encode_neigh_body(neigh: Neighbor) -> bytes:
     return b"".join(out)
 
 
-_NEW_TYPE = {Link: RTM_NEWLINK, Address: RTM_NEWADDR, Neighbor: RTM_NEWNEIGH}
-_DEL_TYPE = {Link: RTM_DELLINK, Address: RTM_DELADDR, Neighbor: RTM_DELNEIGH}
+def _vid_range(vid: int, last: int, what: str) -> None:
+    if not 1 <= vid <= last <= VLAN_VID_MAX:
+        raise NetlinkError(f"{what}: VLANs {vid}..{last} not a range within 1..{VLAN_VID_MAX}")
+
+
+def encode_bridge_port_body(port: BridgePort) -> bytes:
+    """An AF_BRIDGE link message as br_fill_ifinfo() writes it with
+    RTEXT_FILTER_BRVLAN_COMPRESSED (ranges as RANGE_BEGIN/RANGE_END pairs)."""
+    out = [
+        _IFINFOMSG.pack(AF_BRIDGE, 0, _check_range(port.index, 32, "index", signed=True), 0, 0),
+        _str_attr(IFLA_IFNAME, port.name),
+    ]
+    if port.master is not None:
+        out.append(_nlattr(IFLA_MASTER, _U32.pack(_check_range(port.master, 32, "master"))))
+    spec: list[bytes] = []
+    for v in port.vlans:
+        _vid_range(v.vid, v.last, "vlan")
+        flags = _check_range(v.flags, 16, "vlan flags") & ~_RANGE_BITS
+        for bit, vid in _range_ends(v.vid, v.last):
+            spec.append(_nlattr(IFLA_BRIDGE_VLAN_INFO, _BRIDGE_VLAN_INFO.pack(flags | bit, vid)))
+    for t in port.tunnels:
+        _vid_range(t.vid, t.last, "tunnel")
+        _check_range(t.vni + t.last - t.vid, 32, "vni")
+        for bit, vid in _range_ends(t.vid, t.last):
+            inner = _nlattr(IFLA_BRIDGE_VLAN_TUNNEL_ID, _U32.pack(t.vni + vid - t.vid))
+            inner += _nlattr(IFLA_BRIDGE_VLAN_TUNNEL_VID, _U16.pack(vid))
+            if bit:
+                inner += _nlattr(IFLA_BRIDGE_VLAN_TUNNEL_FLAGS, _U16.pack(bit))
+            spec.append(_nlattr(IFLA_BRIDGE_VLAN_TUNNEL_INFO | NLA_F_NESTED, inner))
+    if spec:
+        out.append(_nlattr(IFLA_AF_SPEC | NLA_F_NESTED, b"".join(spec)))
+    return b"".join(out)
+
+
+def _range_ends(vid: int, last: int) -> tuple[tuple[int, int], ...]:
+    """(range flag, VID) entries for VIDs vid..last, as the kernel compresses them."""
+    if vid == last:
+        return ((0, vid),)
+    return ((BRIDGE_VLAN_INFO_RANGE_BEGIN, vid), (BRIDGE_VLAN_INFO_RANGE_END, last))
+
+
+_NEW_TYPE = {
+    Link: RTM_NEWLINK,
+    Address: RTM_NEWADDR,
+    Neighbor: RTM_NEWNEIGH,
+    BridgePort: RTM_NEWLINK,
+}
+_DEL_TYPE = {
+    Link: RTM_DELLINK,
+    Address: RTM_DELADDR,
+    Neighbor: RTM_DELNEIGH,
+    BridgePort: RTM_DELLINK,
+}
 
 
 def encode(obj: Event | Record, msg_type: int | None = None, flags: int = 0, seq: int = 0) -> bytes:
@@ -693,6 +886,8 @@ def encode(obj: Event | Record, msg_type: int | None = None, flags: int = 0, seq
         body = encode_neigh_body(record)
     elif isinstance(record, Link):
         body = encode_link_body(record)
+    elif isinstance(record, BridgePort):
+        body = encode_bridge_port_body(record)
     else:
         body = encode_addr_body(record)
     return _nlmsg(msg_type, _check_range(flags, 16, "nlmsg flags"), seq, body)
@@ -701,21 +896,28 @@ def encode(obj: Event | Record, msg_type: int | None = None, flags: int = 0, seq
 # --- Requests ---------------------------------------------------------------------------------
 
 
-def dump_request(msg_type: int, family: int = AF_UNSPEC, seq: int = 0) -> bytes:
+def dump_request(
+    msg_type: int, family: int = AF_UNSPEC, seq: int = 0, *, ext_mask: int = 0
+) -> bytes:
     """A dump request (NLM_F_REQUEST | NLM_F_DUMP) for RTM_GETLINK/GETADDR/GETNEIGH.
 
     Each request carries the header struct its dump handler expects: with strict checking
     (NETLINK_GET_STRICT_CHK) the kernel rejects a header of the wrong size, and without it
-    only the family is read.
+    only the family is read. `ext_mask` (RTM_GETLINK only) adds IFLA_EXT_MASK, which
+    rtnl_bridge_getlink reads right after the header.
     """
     if msg_type == RTM_GETLINK:
         header = _IFINFOMSG.pack(family, 0, 0, 0, 0)
+        if ext_mask:
+            header += _nlattr(IFLA_EXT_MASK, _U32.pack(_check_range(ext_mask, 32, "ext_mask")))
     elif msg_type == RTM_GETADDR:
         header = _IFADDRMSG.pack(family, 0, 0, 0, 0)
     elif msg_type == RTM_GETNEIGH:
         header = _NDMSG.pack(family, 0, 0, 0, 0)
     else:
         header = _RTGENMSG.pack(family)
+    if ext_mask and msg_type != RTM_GETLINK:
+        raise NetlinkError(f"IFLA_EXT_MASK is for RTM_GETLINK, not message type {msg_type}")
     return _nlmsg(msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, header)
 
 

@@ -80,6 +80,8 @@ class Link:
     lower: int | None = None  # IFLA_LINK: the lower device of a vlan/macvlan/vxlan
     vlan_id: int | None = None  # IFLA_VLAN_ID of a vlan device
     link_netnsid: int | None = None  # IFLA_LINK_NETNSID: `lower` lives in another namespace
+    # IFLA_BR_VLAN_FILTERING of a bridge (None: not a bridge, or not reported).
+    vlan_filtering: bool | None = None
 
     @property
     def is_up(self) -> bool:
@@ -121,7 +123,73 @@ class Neighbor:
         return bool(self.flags & NTF_EXT_LEARNED)
 
 
-Record = Link | Address | Neighbor
+# Bridge VLAN flags (linux/if_bridge.h, struct bridge_vlan_info.flags).
+BRIDGE_VLAN_INFO_MASTER = 0x01
+BRIDGE_VLAN_INFO_PVID = 0x02  # untagged and priority-tagged ingress frames get this VID
+BRIDGE_VLAN_INFO_UNTAGGED = 0x04  # egress untagged
+BRIDGE_VLAN_INFO_RANGE_BEGIN = 0x08
+BRIDGE_VLAN_INFO_RANGE_END = 0x10
+BRIDGE_VLAN_INFO_BRENTRY = 0x20  # the bridge device itself is a member (it gets the frames)
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeVlan:
+    """VLANs `vid`..`last` of one bridge port (or of the bridge itself), with their flags
+    (PVID, UNTAGGED, BRENTRY; the RANGE_* bits of the wire are resolved into `last`)."""
+
+    vid: int
+    last: int
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VlanTunnel:
+    """VLANs `vid`..`last` of a VXLAN bridge port carried as VNIs `vni`..`vni + last - vid`
+    (IFLA_BRIDGE_VLAN_TUNNEL_INFO: one VXLAN device for all VNIs, `external` mode)."""
+
+    vid: int
+    last: int
+    vni: int
+
+
+@dataclass(frozen=True, slots=True)
+class BridgePort:
+    """A bridge's view of one device (AF_BRIDGE RTM_NEWLINK): a port, or the bridge itself
+    (`master == index`). Each message carries the device's whole VLAN list: it replaces the
+    last. An AF_BRIDGE RTM_DELLINK means the port left the bridge, not that the device is
+    gone. The bridge's own list has its VLANs with PVID/UNTAGGED but not the BRENTRY flag
+    (seen on 6.1: br_fill_ifvlaninfo_compressed reports PVID and UNTAGGED only)."""
+
+    index: int
+    name: str
+    # IFLA_MASTER: the bridge. br_fill_ifinfo() sends it for the bridge itself too (its own
+    # index, seen on 6.1); None only when absent.
+    master: int | None = None
+    vlans: tuple[BridgeVlan, ...] = ()
+    tunnels: tuple[VlanTunnel, ...] = ()
+
+    @property
+    def pvid(self) -> int | None:
+        for v in self.vlans:
+            if v.flags & BRIDGE_VLAN_INFO_PVID:
+                return v.vid  # the kernel marks a single VID as the PVID, never a range
+        return None
+
+    def vlan_flags(self, vid: int) -> int | None:
+        """The flags of `vid` on this device, None if it is not a member."""
+        for v in self.vlans:
+            if v.vid <= vid <= v.last:
+                return v.flags
+        return None
+
+    def vni(self, vid: int) -> int | None:
+        for t in self.tunnels:
+            if t.vid <= vid <= t.last:
+                return t.vni + vid - t.vid
+        return None
+
+
+Record = Link | Address | Neighbor | BridgePort
 
 
 @dataclass(frozen=True, slots=True)

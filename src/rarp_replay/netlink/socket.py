@@ -167,17 +167,23 @@ class RtnlSocket(OwnedSocket):
     # --- dumps --------------------------------------------------------------------------------
 
     def dump(
-        self, msg_type: int, family: int = AF_UNSPEC, *, attempts: int = DUMP_ATTEMPTS
+        self,
+        msg_type: int,
+        family: int = AF_UNSPEC,
+        *,
+        ext_mask: int = 0,
+        attempts: int = DUMP_ATTEMPTS,
     ) -> list[Event]:
         """Dump a whole table (RTM_GETLINK/GETADDR/GETNEIGH) and decode it.
 
         The kernel marks the messages of a dump with NLM_F_DUMP_INTR when the table changed
         while it was being walked in several parts (entries may be missing or repeated);
         such a dump is read to its end and retried, up to `attempts` times, after which
-        NetlinkError(EINTR) is raised.
+        NetlinkError(EINTR) is raised. `ext_mask`: IFLA_EXT_MASK of an RTM_GETLINK dump
+        (RTEXT_FILTER_BRVLAN_COMPRESSED with AF_BRIDGE: the bridges' VLANs).
         """
         for _attempt in range(attempts):
-            events, interrupted = self._dump_once(msg_type, family)
+            events, interrupted = self._dump_once(msg_type, family, ext_mask)
             if not interrupted:
                 return events
         raise NetlinkError(
@@ -185,9 +191,9 @@ class RtnlSocket(OwnedSocket):
             errno.EINTR,
         )
 
-    def _dump_once(self, msg_type: int, family: int) -> tuple[list[Event], bool]:
+    def _dump_once(self, msg_type: int, family: int, ext_mask: int) -> tuple[list[Event], bool]:
         seq = self._next_seq()
-        self._send(dump_request(msg_type, family, seq))
+        self._send(dump_request(msg_type, family, seq, ext_mask=ext_mask))
         events: list[Event] = []
         append = events.append
         interrupted = False

@@ -1,7 +1,7 @@
-"""The RARP capture filter and the capture group's fanout program, run by a tiny
-classic-BPF interpreter over hand-built frames.
+"""The classic BPF assembler, the capture filter and the capture group's fanout
+program, run by a tiny classic-BPF interpreter over hand-built frames.
 
-The interpreter implements only what `rarp_filter()` and `fanout_program()` use and
+The interpreter implements only what `capture_filter()` and `fanout_program()` use and
 fails loudly on anything else, following the kernel's semantics (net/core/filter.c):
 an absolute load past the end of the packet ends the program with return 0, and
 ancillary loads at SKF_AD_OFF + n read skb metadata instead of packet bytes.
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rarp_replay.packetsock import (
+from rarp_replay.frames.bpf import (
     BPF_A,
     BPF_ABS,
     BPF_ALU,
@@ -38,11 +38,11 @@ from rarp_replay.packetsock import (
     SKF_AD_IFINDEX,
     SKF_AD_OFF,
     SKF_AD_PKTTYPE,
-    fanout_program,
-    rarp_filter,
+    Program,
+    assemble,
 )
-
-Program = list[tuple[int, int, int, int]]
+from rarp_replay.frames.capture import capture_filter
+from rarp_replay.packetsock import fanout_program
 
 MAC = bytes.fromhex("525400123456")
 BCAST = b"\xff" * 6
@@ -114,11 +114,11 @@ IPV4 = eth(0x0800, bytes(20))
 
 @pytest.fixture(scope="module")
 def prog() -> Program:
-    return rarp_filter()
+    return capture_filter()
 
 
 def test_program_is_pure_and_well_formed(prog: Program) -> None:
-    assert rarp_filter() == prog
+    assert capture_filter() == prog
     assert prog[-1] == (BPF_RET | BPF_K, 0, 0, 0)
     for i, (code, jt, jf, _k) in enumerate(prog):
         if code & 0x07 == BPF_JMP:
@@ -207,7 +207,7 @@ def test_verdict_matches_a_plain_reading(frame: bytes, pkt_type: int) -> None:
         or (u16(12) in tpids and u16(16) == 0x8035)
         or (u16(12) in tpids and u16(16) in tpids and u16(20) == 0x8035)
     )
-    assert (run_bpf(rarp_filter(), frame, pkt_type) > 0) == expected
+    assert (run_bpf(capture_filter(), frame, pkt_type) > 0) == expected
 
 
 def test_ancillary_offset_is_encoded_as_unsigned(prog: Program) -> None:
@@ -239,11 +239,11 @@ def _icmp6(icmp_type: int, next_header: int = 58) -> bytes:
     ],
 )
 def test_reply_mode(frame: bytes, accepted: bool) -> None:
-    prog = rarp_filter(replies=True)
+    prog = capture_filter(answers=True)
     assert (run_bpf(prog, frame) > 0) is accepted
     assert run_bpf(prog, frame, PACKET_OUTGOING) == 0
     # Without reply mode only RARP passes.
-    assert (run_bpf(rarp_filter(), frame) > 0) is (frame in (RARP, RARP_QINQ))
+    assert (run_bpf(capture_filter(), frame) > 0) is (frame in (RARP, RARP_QINQ))
 
 
 @given(
@@ -259,3 +259,27 @@ def test_fanout_program_picks_member_ifindex_mod_n(members: int, ifindex: int, k
 def test_fanout_program_needs_a_member() -> None:
     with pytest.raises(ValueError, match="at least one member"):
         fanout_program(0)
+
+
+def test_assembler_resolves_labels_into_forward_jumps() -> None:
+    jeq, ret = BPF_JMP | BPF_JEQ | BPF_K, BPF_RET | BPF_K
+    prog = assemble(
+        [
+            (None, (jeq, 7, "yes", "no")),
+            ("no", (ret, 0, None, None)),
+            ("yes", (ret, 1, None, None)),
+        ]
+    )
+    assert prog == [(jeq, 1, 0, 7), (ret, 0, 0, 0), (ret, 0, 0, 1)]
+    assert run_bpf(prog, b"") == 0
+
+
+def test_assembler_refuses_backward_and_long_jumps() -> None:
+    jeq, ret = BPF_JMP | BPF_JEQ | BPF_K, BPF_RET | BPF_K
+    with pytest.raises(ValueError, match="forward"):
+        assemble([("top", (ret, 0, None, None)), (None, (jeq, 1, "top", "top"))])
+    far = [(None, (jeq, 1, "end", None))] + [(None, (ret, 0, None, None))] * 256
+    with pytest.raises(ValueError, match="forward"):
+        assemble([*far, ("end", (ret, 1, None, None))])
+    with pytest.raises(ValueError, match="instructions"):
+        assemble([])
