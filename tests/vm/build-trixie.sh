@@ -18,7 +18,7 @@ security=http://deb.debian.org/debian-security
 # booted from this tree). Its modules are shipped xz-compressed; virtme-ng copies the ones
 # its initramfs needs (virtio, 9p, overlay) and loads them with busybox's insmod, which
 # cannot decompress ("Invalid ELF header magic" and no root filesystem): so they are
-# decompressed here, and modules.dep regenerated (+~300 MB).
+# decompressed here, and modules.dep regenerated (image ~900 MB instead of ~450).
 packages=(
     linux-image-amd64 kmod
     frr iproute2 procps libcap2-bin util-linux tcpdump iputils-ping
