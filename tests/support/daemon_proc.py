@@ -51,7 +51,7 @@ class DaemonProc:
         timeout: float = 10.0,
         count: int = 1,
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
+        deadline = netlab.deadline(timeout)
         with self._cond:
             while True:
                 got = [

@@ -51,6 +51,16 @@ ROOT = Path(__file__).resolve().parents[2]  # the project root
 
 T = TypeVar("T")
 
+# Every bounded wait below (and in daemon_proc, fabric) lasts `timeout * TIME_SCALE`.
+# 1 on real hardware; tests/vm/runner.py raises it in QEMU guests without KVM, where the CPU
+# is emulated (TCG) and everything, FRR's convergence included, runs several times slower.
+TIME_SCALE = float(os.environ.get("RARP_REPLAY_TIME_SCALE", "1"))
+
+
+def deadline(timeout: float) -> float:
+    """The monotonic time at which a wait of `timeout` seconds gives up."""
+    return time.monotonic() + timeout * TIME_SCALE
+
 
 def have_root() -> bool:
     return os.geteuid() == 0
@@ -102,12 +112,12 @@ def wait_until(
     predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01, what: str = ""
 ) -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    end = deadline(timeout)
     while True:
         value = predicate()
         if value:
             return value
-        if time.monotonic() > deadline:
+        if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
 
@@ -297,13 +307,13 @@ class Reader(Generic[T]):
         self, count: int = 1, timeout: float = 5.0, match: Callable[[T], bool] | None = None
     ) -> list[T]:
         """Wait until at least `count` matching items were read; return them."""
-        deadline = time.monotonic() + timeout
+        end = deadline(timeout)
         with self._cond:
             while True:
                 got = [x for x in self.items if match is None or match(x)]
                 if len(got) >= count:
                     return got
-                left = deadline - time.monotonic()
+                left = end - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
                         f"captured {len(got)} of {count} expected items on {self._where} "
