@@ -167,7 +167,15 @@ class Scenario:
         happens to send the MAC-only route alone in the ~2 ms before the
         takeover reaches it, the MAC/IP follows one batch (~50 ms) later, level
         with the withdrawal. benchmarks/fabric_migrations.py counts how often.
+
+        Not asserted in an emulated guest (TIME_SCALE > 1, QEMU without KVM): the order is a
+        race between the new leaf's daemon and the old leaf's bgpd/zebra, and TCG slows them
+        unevenly (a guest under a loaded host took 1.2 s from probe to takeover, while the
+        withdrawal came 0.5 s after the probe), so the outcome there says nothing about the
+        daemon. The host run asserts it; issue 14's fabric runs study it on both FRR versions.
         """
+        if netlab.TIME_SCALE > 1:
+            return
         deleted = self.monitor_new.matching(
             lambda e: (
                 e.time >= self.t0 and e.dst == ip and (e.kind == "del" or "FAILED" in e.states)
