@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
@@ -24,17 +23,13 @@ from scapy.layers.inet6 import ICMPv6ND_NS
 from scapy.layers.l2 import ARP, Ether
 
 from rarp_replay import controlsock
-from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.netlink.socket import RtnlSocket
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
+from tests.support.fixtures import SVI_MAC, VM_MAC, VM_V4, VM_V6, AccessNet
 
 pytestmark = pytest.mark.netns
 
-VM_MAC = "52:54:00:12:34:56"
-SVI_MAC = "02:00:00:00:01:00"
-VM_V4 = "192.0.2.10"
-VM_V6 = "2001:db8:100::10"
 GHOST_MAC = "52:54:00:00:00:99"  # has a binding, but no VM ever answers for it
 GHOST_V4 = "192.0.2.99"
 
@@ -54,13 +49,8 @@ HISTORY_KEYS = {"domain", "trigger", "port", "ago_s", "bindings", "outcome", "ti
 
 
 @dataclass
-class Net:
-    sw: netlab.Netns
-    vm: netlab.Netns
-    vm_tx: socket.socket
-
-    def rarp(self, mac: str = VM_MAC) -> None:
-        self.vm_tx.send(rarp_request_frame(bytes.fromhex(mac.replace(":", ""))))
+class CtlNet(AccessNet):
+    """The shared access switch, plus a ghost MAC whose round stays open (nobody answers)."""
 
     def ctl(self, *args: str, ns: netlab.Netns | None = None) -> subprocess.CompletedProcess[str]:
         """rarp-replyctl, run inside `ns` (default: the switch's namespace)."""
@@ -76,21 +66,9 @@ class Net:
 
 
 @pytest.fixture
-def net(lab: netlab.Lab) -> Iterator[Net]:
-    sw, vm = netlab.access_switch(
-        lab,
-        VM_MAC,
-        SVI_MAC,
-        [f"{VM_V4}/24", f"{VM_V6}/64"],
-        ["192.0.2.252/24", "2001:db8:100::252/64"],
-    )
-    for ip in (VM_V4, VM_V6):
-        sw.remote_neighbor(ip, VM_MAC)
-    sw.remote_neighbor(GHOST_V4, GHOST_MAC)
-    vm_tx = vm.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    vm_tx.bind(("eth0", 0))
-    yield Net(sw, vm, vm_tx)
-    vm_tx.close()
+def net(net: AccessNet) -> CtlNet:
+    net.sw.remote_neighbor(GHOST_V4, GHOST_MAC)
+    return CtlNet(net.sw, net.vm, net.vm_tx)
 
 
 def is_probe(f: netlab.Frame, dst: str = VM_MAC) -> bool:
@@ -98,7 +76,7 @@ def is_probe(f: netlab.Frame, dst: str = VM_MAC) -> bool:
     return not f.outgoing and p.src == SVI_MAC and p.dst == dst and (ARP in p or ICMPv6ND_NS in p)
 
 
-def test_every_subcommand_in_text_and_json(net: Net) -> None:
+def test_every_subcommand_in_text_and_json(net: CtlNet) -> None:
     d = DaemonProc(net.sw).ready()
     [listening] = d.of("control-listening")
     path = listening["path"]
@@ -175,14 +153,14 @@ def test_every_subcommand_in_text_and_json(net: Net) -> None:
     assert not os.path.exists(path)  # removed on the way out
 
 
-def test_no_daemon_is_one_line_and_exit_1(net: Net) -> None:
+def test_no_daemon_is_one_line_and_exit_1(net: CtlNet) -> None:
     r = net.ctl("status")
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "no rarp-reply answers on" in r.stderr, r.stderr
     assert f"/run/rarp-replay/{net.sw.name}.sock" in r.stderr
 
 
-def test_silent_and_greedy_clients_do_not_stall_the_daemon(net: Net) -> None:
+def test_silent_and_greedy_clients_do_not_stall_the_daemon(net: CtlNet) -> None:
     d = DaemonProc(net.sw).ready()
     path = d.of("control-listening")[0]["path"]
     hostile = []
@@ -212,7 +190,7 @@ def test_silent_and_greedy_clients_do_not_stall_the_daemon(net: Net) -> None:
 DEADLINE_MARGIN = 1.5
 
 
-def test_second_instance_exits_naming_the_first_and_touches_nothing(net: Net) -> None:
+def test_second_instance_exits_naming_the_first_and_touches_nothing(net: CtlNet) -> None:
     d = DaemonProc(net.sw).ready()
     # A placeholder of the kind the start-up clean-up removes (INCOMPLETE, then FAILED,
     # with the daemon's protocol), made after the first daemon's own start.
@@ -239,12 +217,12 @@ def test_second_instance_exits_naming_the_first_and_touches_nothing(net: Net) ->
     assert d.stop() == 0
 
 
-def placeholder(net: Net, ip: str) -> str:
+def placeholder(net: CtlNet, ip: str) -> str:
     out = net.sw.run("ip", "-d", "neigh", "show", ip, "dev", "br100").stdout
     return out.strip()
 
 
-def test_sigusr1_logs_status_and_the_daemon_goes_on(net: Net) -> None:
+def test_sigusr1_logs_status_and_the_daemon_goes_on(net: CtlNet) -> None:
     d = DaemonProc(net.sw, "--holddown", "0").ready()
     net.rarp()
     d.wait_event("confirmed", count=2)
@@ -261,7 +239,7 @@ def test_sigusr1_logs_status_and_the_daemon_goes_on(net: Net) -> None:
     assert d.stop() == 0
 
 
-def test_sigterm_mid_round_is_cut_short_not_gave_up(net: Net) -> None:
+def test_sigterm_mid_round_is_cut_short_not_gave_up(net: CtlNet) -> None:
     d = DaemonProc(net.sw).ready()
     net.rarp(GHOST_MAC)
     d.wait_event("announcement", lambda e: e["mac"] == GHOST_MAC)
