@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import runner
+
+from tests.vm import runner
 
 
 @pytest.fixture
