@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Micro-benchmark of the daemon's per-RARP path, in-process and without sockets.
 
-    .venv/bin/python benchmarks/bench_engine.py                # N=100,000, R=10,000, 5 reps
-    .venv/bin/python benchmarks/bench_engine.py --profile      # ... plus a cProfile top list
-    .venv/bin/python benchmarks/bench_engine.py --n 1000 --r 200 --reps 2   # seconds
+    .venv/bin/python -m benchmarks.bench_engine                # N=100,000, R=10,000, 5 reps
+    .venv/bin/python -m benchmarks.bench_engine --profile      # ... plus a cProfile top list
+    .venv/bin/python -m benchmarks.bench_engine --n 1000 --r 200 --reps 2   # seconds
 
 What one RARP of a burst costs the daemon, apart from the kernel. The mirror is built the
-way `tests/unit/topology.py` builds its fixtures (records fed to `Mirror.reset`), in the
+way `tests/support/topology.py` builds its fixtures (records fed to `Mirror.reset`), in the
 shape `bench_reply.py` gives the switch namespace: a bridge `br100` with the port `swp1`,
 the SVI addresses 198.18.0.1/15 and 2001:db8:b0::1/64, and N remote entries
 `198.18.x.y lladdr 02:b1:<i> nud noarp extern_learn` on the SVI (one MAC each). R RARPs for
@@ -52,19 +52,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # netlab, for --sockets
-
-import netlab  # noqa: E402
-from rarp_replay import logs  # noqa: E402
-from rarp_replay.config import Settings  # noqa: E402
-from rarp_replay.daemon import _GROUPS, Daemon  # noqa: E402
-from rarp_replay.engine import Engine, SendFrame  # noqa: E402
-from rarp_replay.frames.arp import rarp_request_frame  # noqa: E402
-from rarp_replay.frames.capture import capture_filter  # noqa: E402
-from rarp_replay.mirror import Mirror  # noqa: E402
-from rarp_replay.netlink.codec import RTM_NEWNEIGH, decode_span, iter_spans  # noqa: E402
-from rarp_replay.netlink.records import (  # noqa: E402
+from rarp_replay import logs
+from rarp_replay.config import Settings
+from rarp_replay.daemon import _GROUPS, Daemon
+from rarp_replay.engine import Engine, SendFrame
+from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.frames.capture import capture_filter
+from rarp_replay.mirror import Mirror
+from rarp_replay.netlink.codec import RTM_NEWNEIGH, decode_span, iter_spans
+from rarp_replay.netlink.records import (
     AF_BRIDGE,
     AF_INET,
     NTF_EXT_LEARNED,
@@ -77,8 +73,10 @@ from rarp_replay.netlink.records import (  # noqa: E402
     Link,
     Neighbor,
 )
-from rarp_replay.netlink.socket import RtnlSocket  # noqa: E402
-from rarp_replay.packetsock import PacketSender, RarpCapture, Sighting  # noqa: E402
+from rarp_replay.netlink.socket import RtnlSocket
+from rarp_replay.packetsock import PacketSender, RarpCapture, Sighting
+from tests.support import netlab
+from tests.support.netlab import mac_of
 
 LO, BR, PORT = 1, 3, 2  # as in the benchmark namespace: swp1 is created before br100
 SVI_MAC = bytes.fromhex("02b000000001")
@@ -86,10 +84,6 @@ BASE_V4 = int(ipaddress.IPv4Address("198.18.0.2"))
 KIND_BASE = 0xB1
 BATCH = 256  # RarpCapture.recv_batch's default
 PATHS = "engine,fdb,daemon"
-
-
-def mac_of(i: int) -> bytes:
-    return bytes([0x02, KIND_BASE]) + i.to_bytes(4, "big")
 
 
 def build_mirror(n: int, br: int = BR, port: int = PORT) -> Mirror:
@@ -116,7 +110,7 @@ def build_mirror(n: int, br: int = BR, port: int = PORT) -> Mirror:
             AF_INET,
             br,
             ipaddress.IPv4Address(BASE_V4 + i),
-            mac_of(i),
+            mac_of(KIND_BASE, i),
             NUD_NOARP,
             NTF_EXT_LEARNED,
         )
@@ -244,7 +238,7 @@ class Bench:
         self.build_s = time.perf_counter() - t0
         step = max(1, n // r)
         picks = [(i * step) % n for i in range(r)]
-        self.macs = [mac_of(i) for i in picks]
+        self.macs = [mac_of(KIND_BASE, i) for i in picks]
         self.frames = [rarp_request_frame(m) for m in self.macs]
         self.fdb = [fdb_datagram(port, br, m, k) for k, m in enumerate(self.macs)]
 

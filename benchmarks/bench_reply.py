@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark `rarp-reply` as a whole process, in network namespaces built for the run.
 
-    sudo .venv/bin/python benchmarks/bench_reply.py                 # full run, ~5 min
-    sudo .venv/bin/python benchmarks/bench_reply.py --smoke         # a few seconds
-    sudo .venv/bin/python benchmarks/bench_reply.py --doc           # also rewrite the docs
+    sudo .venv/bin/python -m benchmarks.bench_reply                 # full run, ~5 min
+    sudo .venv/bin/python -m benchmarks.bench_reply --smoke         # a few seconds
+    sudo .venv/bin/python -m benchmarks.bench_reply --doc           # also rewrite the docs
 
 Topology (both namespaces are made here, named rrt<run-id>b-*, removed at exit):
 
@@ -47,16 +47,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rarp_replay
+from benchmarks import report
+from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.macaddr import format_mac
+from rarp_replay.packetsock import attach_filter
+from tests.support import netlab
+from tests.support.netlab import mac_of
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the namespace harness, netlab
-sys.path.insert(0, str(ROOT / "benchmarks"))  # report, when run from elsewhere
-
-import report  # noqa: E402
-
-import netlab  # noqa: E402
-import rarp_replay  # noqa: E402
-from rarp_replay.frames.arp import rarp_request_frame  # noqa: E402
-from rarp_replay.packetsock import attach_filter  # noqa: E402
 
 # --- addressing -----------------------------------------------------------------------------
 # 198.18.0.0/15 is the benchmarking range (RFC 2544) and 2001:db8::/32 the documentation
@@ -96,15 +95,6 @@ SO_TIMESTAMPNS = 35
 SO_RCVBUFFORCE = 33
 IPPROTO_ICMPV6 = 58
 ND_NEIGHBOR_SOLICIT = 135
-
-
-def mac_of(kind: int, i: int) -> bytes:
-    """A locally administered unicast MAC: 02:<kind>:<i as 4 octets>."""
-    return bytes([0x02, kind]) + i.to_bytes(4, "big")
-
-
-def fmt_mac(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
 
 
 def base_ip(i: int) -> str:
@@ -440,7 +430,7 @@ class Bench:
     def grow_table(self, n: int) -> dict[str, Any]:
         nud = STATES[self.opts.state]
         lines = [
-            f"neigh replace {base_ip(i)} lladdr {fmt_mac(mac_of(KIND_BASE, i))} dev {SVI} {nud}"
+            f"neigh replace {base_ip(i)} lladdr {format_mac(mac_of(KIND_BASE, i))} dev {SVI} {nud}"
             for i in range(self.installed, n)
         ]
         seconds = self.batch(lines) if lines else 0.0
@@ -516,7 +506,7 @@ class Bench:
                 us = (self.tap.probes[mac] - self.tap.rarps[mac]) * 1e6
                 (warm_us if j < o.warmup else lat_us).append(round(us, 1))
             elif j >= o.warmup:
-                lost.append(fmt_mac(mac))
+                lost.append(format_mac(mac))
             # Pace: a random gap (gap..2*gap) so samples neither queue behind each other
             # nor lock into phase with the daemon's 1 s housekeeping tick.
             time.sleep(self.rng.uniform(o.gap_ms, 2 * o.gap_ms) / 1000)
@@ -539,7 +529,7 @@ class Bench:
             str(ROOT / "benchmarks" / "echo_responder.py"),
             "swp1",
             SVI,
-            fmt_mac(SVI_MAC),
+            format_mac(SVI_MAC),
             SVI_V4.split("/", maxsplit=1)[0],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -633,7 +623,7 @@ class Bench:
         # The entries the churn deletes exist before the daemon starts (from its dump).
         self.batch(
             [
-                f"neigh replace {v6(DOOMED_V6, i)} lladdr {fmt_mac(doomed[i])} dev {SVI} {nud}"
+                f"neigh replace {v6(DOOMED_V6, i)} lladdr {format_mac(doomed[i])} dev {SVI} {nud}"
                 for i in range(pairs)
             ]
         )
@@ -647,7 +637,7 @@ class Bench:
         for i in range(pairs):
             lines.append(f"neigh del {v6(DOOMED_V6, i)} dev {SVI}")
             lines.append(
-                f"neigh replace {v6(ADDED_V6, i)} lladdr {fmt_mac(added[i])} dev {SVI} {nud}"
+                f"neigh replace {v6(ADDED_V6, i)} lladdr {format_mac(added[i])} dev {SVI} {nud}"
             )
         self.drain()
         cpu0 = d.cpu_seconds()
@@ -776,7 +766,7 @@ class Bench:
         self.batch(
             [
                 f"neigh replace {v6(BURIED_V6, i)} "
-                f"lladdr {fmt_mac(mac_of(KIND_BURIED, i))} dev {SVI} {nud}"
+                f"lladdr {format_mac(mac_of(KIND_BURIED, i))} dev {SVI} {nud}"
                 for i in range(k)
             ]
         )
@@ -784,7 +774,9 @@ class Bench:
         marker = mac_of(KIND_MARKER, 0)
         lines = [f"neigh del {v6(BURIED_V6, i)} dev {SVI}" for i in range(k)]
         # A new entry after the deletions: once it is probed, the deletions were applied.
-        lines.append(f"neigh replace {v6(MARKER_V6, 0)} lladdr {fmt_mac(marker)} dev {SVI} {nud}")
+        lines.append(
+            f"neigh replace {v6(MARKER_V6, 0)} lladdr {format_mac(marker)} dev {SVI} {nud}"
+        )
         self.batch(lines)
         self.drain()
         deadline = time.monotonic() + 60
@@ -1149,7 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lab.veth(host, "eth0", sw, "swp1")
         # The host only sends RARPs and watches; no IPv6 chatter of its own.
         host.sysctl("net.ipv6.conf.eth0.disable_ipv6", 1)
-        sw.bridge(SVI, "swp1", mac=fmt_mac(SVI_MAC))
+        sw.bridge(SVI, "swp1", mac=format_mac(SVI_MAC))
         sw.ip("addr", "add", SVI_V4, "dev", SVI)
         sw.ip("-6", "addr", "add", SVI_V6, "dev", SVI, "nodad")
         tap = Tap(host, "eth0", rcvbuf=64 << 20)

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Migrate a silent VM back and forth in the two-leaf FRR EVPN lab and time the recovery.
 
-    sudo .venv/bin/python benchmarks/fabric_migrations.py               # 20 per scenario
-    sudo .venv/bin/python benchmarks/fabric_migrations.py -n 5 -s ipv4-direct
-    sudo .venv/bin/python benchmarks/fabric_migrations.py --no-daemon -n 3
+    sudo .venv/bin/python -m benchmarks.fabric_migrations               # 20 per scenario
+    sudo .venv/bin/python -m benchmarks.fabric_migrations -n 5 -s ipv4-direct
+    sudo .venv/bin/python -m benchmarks.fabric_migrations --no-daemon -n 3
 
-Each scenario builds its own `EvpnFabric` (tests/fabric/lab.py: FRR zebra+bgpd
+Each scenario builds its own `EvpnFabric` (tests/support/fabric.py: FRR zebra+bgpd
 on two leaves, all in namespaces named rrt<run-id>-*, removed at exit), starts
 `rarp-reply` on both leaves (not with --no-daemon), and migrates the VM N
 times, alternating leaf1->leaf2 and leaf2->leaf1, announcing each move with
@@ -57,11 +57,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # netlab, daemon_proc
-sys.path.insert(0, str(ROOT / "tests" / "fabric"))  # lab
-
-from lab import (  # noqa: E402
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
+from tests.support.fabric import (
     OTHER,
     UNDERLAY,
     VM_IP4,
@@ -72,8 +70,7 @@ from lab import (  # noqa: E402
     NeighEvent,
 )
 
-import netlab  # noqa: E402
-from daemon_proc import DaemonProc  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 HOLDDOWN = 2.0
 SAME_LEAF_GAP = 2.5  # > HOLDDOWN: seconds between two moves to the same leaf
@@ -186,7 +183,7 @@ class Bench:
         if not fab.vm_behind_hypervisor:
             # The scenario: the old leaf's withdrawal has reached the new leaf
             # (its zebra deleted the remote entry) before the hypervisor announces.
-            gone = self.monitors[new].wait_for(
+            gone = self.monitors[new].first(
                 lambda e: e.kind == "del" and e.dst == VM_IP4, timeout=5.0, since=replugged
             )
         fab.send_rarps("qemu")
@@ -229,7 +226,7 @@ class Bench:
 
         installed: float | None
         try:
-            installed = self.monitors[old].wait_for(is_install, self.timeout, since=t0).time
+            installed = self.monitors[old].first(is_install, self.timeout, since=t0).time
         except AssertionError:
             installed = None
         # Restored at ~60 ms, the old leaf's withdrawal (~100 ms) may still be on

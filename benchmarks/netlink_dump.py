@@ -17,7 +17,7 @@ neighbor garbage collector (gc_thresh1..3 only bound the others), so N can be la
 the kernel's neighbor table is shared by all namespaces, but deleting the namespace
 deletes its bridge and with it every entry.
 
-    sudo python benchmarks/netlink_dump.py --entries 100000
+    sudo .venv/bin/python -m benchmarks.netlink_dump --entries 100000
 """
 
 from __future__ import annotations
@@ -36,10 +36,7 @@ from typing import Any
 from rarp_replay.netlink.codec import RTM_GETNEIGH
 from rarp_replay.netlink.records import AF_INET, Neighbor
 from rarp_replay.netlink.socket import RtnlSocket
-
-# The namespace harness of the tests: one setns() helper for the whole repository.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from netlab import entered
+from tests.support.netlab import entered
 
 
 def ip(*args: str, stdin: str | None = None) -> str:

@@ -1,6 +1,6 @@
 """Render a bench_reply.py result file into docs/benchmarks.md and docs/benchmark-latency.png.
 
-    python3 benchmarks/report.py benchmarks/results/run-YYYYmmdd-HHMMSS.json
+    python3 -m benchmarks.report benchmarks/results/run-YYYYmmdd-HHMMSS.json
 
 Only the part of docs/benchmarks.md between the two RESULTS markers is rewritten; the
 method and the findings around it are prose kept by hand. The plot needs matplotlib

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+from tests.support import netlab
 
 
 def run(*args: str) -> dict[str, dict[str, float]]:
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "bench_engine.py"), "--n", "300", "--r", "100", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    proc = netlab.run_module(
+        "benchmarks.bench_engine", "--n", "300", "--r", "100", *args, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     paths: dict[str, dict[str, float]] = json.loads(proc.stdout.splitlines()[-1])["paths"]

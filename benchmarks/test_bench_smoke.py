@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import netlab
 
 pytestmark = [
     pytest.mark.netns,
@@ -21,18 +22,10 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
 ]
 
-HERE = Path(__file__).resolve().parent
-
 
 def test_smoke_run_is_complete(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "bench_reply.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = netlab.run_module("benchmarks.bench_reply", "--smoke", "--out", str(out), timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
 

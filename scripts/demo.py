@@ -4,7 +4,7 @@
 Run as root (`sudo bash scripts/demo` installs what is needed first). Everything
 happens in network namespaces named rrt<run-id>-*: two FRR leaves (zebra +
 bgpd, iBGP EVPN, VNI 100, ARP suppression), a hypervisor bridge under each, and
-a VM that says nothing by itself. The lab is tests/fabric/lab.py; it is removed
+a VM that says nothing by itself. The lab is tests/support/fabric.py; it is removed
 when the demo ends, however it ends.
 
   1. The VM moves from hv1 to hv2 and the hypervisor sends QEMU's 5 RARPs.
@@ -24,11 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # netlab, daemon_proc
-sys.path.insert(0, str(ROOT / "tests" / "fabric"))  # lab
-
-from lab import (  # noqa: E402
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
+from tests.support.fabric import (
     OTHER,
     SVI,
     VM_IP4,
@@ -38,9 +36,6 @@ from lab import (  # noqa: E402
     EvpnFabric,
     NeighEvent,
 )
-
-import netlab  # noqa: E402
-from daemon_proc import DaemonProc  # noqa: E402
 
 WATCH = 2.0  # seconds to let the fabric settle after a move before looking
 ARP, RARP = b"\x08\x06", b"\x80\x35"

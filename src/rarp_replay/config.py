@@ -90,8 +90,19 @@ def _backoff(value: Any) -> tuple[float, ...]:
 
 
 def _backoff_text(text: str) -> tuple[float, ...]:
+    steps = []
+    for part in text.split(","):
+        try:
+            steps.append(float(part))
+        except ValueError:
+            # Not float()'s own message ("could not convert string to float"):
+            # say which step and what a step is.
+            raise ValueError(
+                f"expected SECONDS[,SECONDS...] (e.g. 0.2,0.5,1), got {text!r}: "
+                f"step {part.strip()!r} is not a number of seconds"
+            ) from None
     try:
-        return _backoff([float(p) for p in text.split(",")])
+        return _backoff(steps)
     except ValueError as exc:
         raise ValueError(f"expected SECONDS[,SECONDS...], got {text!r}: {exc}") from None
 
@@ -127,7 +138,14 @@ def _rate_text(text: str) -> Rate:
         burst = float(burst_s) if burst_s else rate
     except ValueError:
         raise ValueError(f"expected RATE[/BURST], got {text!r}") from None
-    return _rate_pair(rate, burst)
+    try:
+        return _rate_pair(rate, burst)
+    except ValueError:
+        # The text as given: "got 0/0" for "0" (the burst defaults to the rate) misled.
+        raise ValueError(
+            f"rate must be > 0 (per second) and burst >= 1 (default: the rate): "
+            f"expected RATE[/BURST], got {text!r}"
+        ) from None
 
 
 def _rate_toml(value: Any) -> Rate:
@@ -229,6 +247,18 @@ def _endpoint_toml(v: tuple[str, int] | None) -> str:
 
 
 ENDPOINT = Kind("HOST:PORT", _endpoint, _endpoint, _endpoint_toml)
+
+
+def _socket_path(value: Any) -> str | None:
+    """An absolute path for a Unix socket ("": the default for the namespace)."""
+    path = _optional_text(value)
+    if path is not None and (not path.startswith("/") or len(path.encode()) > 107):
+        # sun_path holds 108 octets with the terminating NUL (unix(7)).
+        raise ValueError(f"expected an absolute path of at most 107 octets, got {value!r}")
+    return path
+
+
+SOCKET_PATH = Kind("PATH", _socket_path, _socket_path, lambda v: f'"{v or ""}"')
 
 
 def _opt(kind: Kind, help: str, *, flag: str | None = None, restart: bool = False) -> Any:
@@ -339,6 +369,16 @@ class Settings:
             restart=True,
         ),
     )
+    control_socket: str | None = field(
+        default=None,
+        metadata=_opt(
+            SOCKET_PATH,
+            "the control socket rarp-replyctl talks to (default: "
+            "/run/rarp-replay/rarp-reply.sock, or /run/rarp-replay/NAME.sock in the "
+            "network namespace NAME)",
+            restart=True,
+        ),
+    )
     log_level: str = field(default="info", metadata=_opt(_choice(*logs.LEVELS), "log level"))
     log_format: str = field(default="text", metadata=_opt(_choice("text", "json"), "log format"))
     netlink_rcvbuf: int = field(
@@ -364,6 +404,13 @@ class Settings:
             for f in dataclasses.fields(self)
             if getattr(self, f.name) != getattr(other, f.name)
         ]
+
+    def as_dict(self) -> dict[str, object]:
+        """Key -> value, in JSON's types (tuples as lists), for status reports."""
+        return {
+            key(f): list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
 
 
 _ENGINE_FIELDS = tuple(

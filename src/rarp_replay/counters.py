@@ -105,6 +105,8 @@ REMOTE_DELETED = "remote-deleted"
 RESOLVES = "resolves"
 CONFIRMED = "confirmed"  # addresses confirmed (the sum of confirmed.<family>)
 GAVE_UP = "gave-up"
+# Addresses still followed when the daemon stopped (SIGTERM/SIGINT): not gave-up.
+CUT_SHORT = "cut-short"
 SEND_ERRORS = "send-errors"
 NETLINK_REDUMPS = "netlink.redumps"
 NETLINK_ERRORS = "netlink.errors"
@@ -121,6 +123,7 @@ PLAIN = (
     RESOLVES,
     CONFIRMED,
     GAVE_UP,
+    CUT_SHORT,
     SEND_ERRORS,
     NETLINK_REDUMPS,
     NETLINK_ERRORS,

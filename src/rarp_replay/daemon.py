@@ -23,7 +23,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from . import capabilities, config, logs, netns, sched
+from . import __version__, capabilities, config, control, controlsock, logs, netns, sched
 from .config import Settings, engine_config
 from .counters import (
     FAMILIES,
@@ -48,6 +48,7 @@ from .errors import (
     InterfaceError,
     NetlinkError,
     NetlinkOverrunError,
+    RarpReplayError,
 )
 from .frames.capture import capture_filter, classify
 from .logs import emit, emit_fields
@@ -77,6 +78,8 @@ _TICK = 1.0
 # fanout group gets its turn, so a flooded member cannot keep the others' frames (or
 # netlink, or timers) waiting for more than one batch.
 _CAPTURE_BATCH = 256
+# The `privileges` line names at most this many bounding-set capabilities.
+_BOUNDING_NAMES = 4
 
 
 class Daemon:
@@ -91,11 +94,17 @@ class Daemon:
         self.mirror = Mirror(remember=config.remember)
         # Probes and the Resolves before them go out from inside the engine, the
         # moment they are built (Engine's `send`); everything else is returned.
-        self.engine = Engine(self.mirror, engine_config(config), send=self._do_now)
+        self.engine = Engine(self.mirror, engine_config(config), send=self._sent_now)
         self._slice_us: int | None = None
         self._reload_settings = reload
         self._stop_signal: int | None = None
         self._hup = False
+        self._usr1 = False
+        self._control_note: tuple[str, str, dict[str, object]] = ("control-error", "info", {})
+        self._started = time.monotonic()
+        self.history = control.History()  # the last rounds per MAC, for `show`
+        self.control: controlsock.ControlServer | None = None
+        self._lock: socket.socket | None = None
         self.metrics: MetricsServer | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -104,10 +113,17 @@ class Daemon:
     def open(self) -> None:
         """Enter the namespace, check privileges, load the mirror, open the sockets,
         then drop every capability no longer needed. Raises on failure."""
+        # SIGUSR1's default action kills the process: from here on it only sets a flag
+        # (logged by the loop), even while the tables load.
+        self._old_usr1 = signal.signal(signal.SIGUSR1, self._on_signal)
         if self.config.netns is not None:
             # Before any socket: a socket serves the namespace it was created in.
             path = netns.enter(self.config.netns)
             emit(self.log, "netns", "info", netns=self.config.netns, path=path)
+        # Before anything touches the namespace (the clean-up of leftover placeholders
+        # below would delete those of a daemon already serving it).
+        self._lock = controlsock.claim_namespace()
+        self._netns_name = self.config.netns or controlsock.current_netns_name()
         needed = [capabilities.CAP_NET_RAW]
         if not self.config.dry_run:
             needed.append(capabilities.CAP_NET_ADMIN)
@@ -138,6 +154,7 @@ class Daemon:
         )
         self.sender = PacketSender()
         self._load_ms = _ms(time.monotonic() - started)
+        self._open_control()
         # Best effort (Linux 6.12+; older kernels ignore it): a short slice lets the
         # woken daemon preempt a busy CPU's task sooner (see sched). The loop runs
         # in this thread, the one the request applies to.
@@ -145,8 +162,61 @@ class Daemon:
         # Last in open(): whatever needs more than the kept capabilities (setns,
         # SO_RCVBUFFORCE, a privileged port) must happen above this line.
         self.drop_privileges()
+        # Logged once the start can no longer fail, as metrics-listening is.
+        emit_fields(self.log, *self._control_note)
         if self.metrics is not None:
             self.metrics.start(self.capture.statistics)  # after the drop: see MetricsServer
+
+    def _open_control(self) -> None:
+        """The control socket: a diagnostic aid, so a failure is a warning, not an exit."""
+        path = self.config.control_socket
+        try:
+            if path is None:
+                path = controlsock.socket_path(self.config.netns)
+            self.control = controlsock.ControlServer(path, self._control_answer)
+        except (OSError, RarpReplayError) as exc:
+            self._control_note = ("control-error", "warning", {"path": path, "error": str(exc)})
+        else:
+            self._control_note = ("control-listening", "info", {"path": path})
+
+    def _control_state(self) -> control.State:
+        capture = getattr(self, "capture", None)
+        return control.State(
+            engine=self.engine,
+            mirror=self.mirror,
+            history=self.history,
+            version=__version__,
+            pid=os.getpid(),
+            started=self._started,
+            netns=getattr(self, "_netns_name", self.config.netns),
+            settings=self.config.as_dict(),
+            capture=capture.statistics() if capture is not None else None,
+            capture_sockets=len(capture.members) if capture is not None else 0,
+            extra={"dry_run": self.config.dry_run},
+        )
+
+    def _control_answer(self, line: bytes, now: float) -> dict[str, object]:
+        self.history.sweep(self.engine)
+        return control.handle(line, self._control_state(), now)
+
+    def log_status(self) -> None:
+        """SIGUSR1: what `rarp-replyctl status` shows, as two log lines."""
+        doc = control.status(self._control_state(), time.monotonic())
+        cap = doc["capture"]
+        emit(
+            self.log,
+            "status",
+            "info",
+            version=doc["version"],
+            uptime_s=doc["uptime_s"],
+            netns=doc["netns"] or "",
+            rounds_in_flight=doc["rounds_in_flight"],
+            capture_received=cap["received"],
+            capture_dropped=cap["dropped"],
+            **{f"mirror_{k}": v for k, v in doc["mirror"].items()},
+            **{k.replace(".", "_"): v for k, v in doc["counters"].items()},
+        )
+        emit(self.log, "settings", "info", **doc["settings"])
 
     def drop_privileges(self) -> None:
         """Keep CAP_NET_RAW and CAP_NET_ADMIN (those held: never gained); drop the rest.
@@ -159,10 +229,14 @@ class Daemon:
         part of the daemon's documented privilege set, not for a later call.
         """
         result = capabilities.drop_to([capabilities.CAP_NET_RAW, capabilities.CAP_NET_ADMIN])
+        bounding = capabilities.names(result.after.bounding)
         fields: dict[str, object] = {
             "kept": result.kept,
             "dropped": len(result.dropped),
-            "bounding": capabilities.names(result.after.bounding),
+            # Named when it is short (what a correct start leaves: the kept two);
+            # a bounding set that could not be narrowed is ~40 names on one line,
+            # so it is counted instead.
+            "bounding": bounding if len(bounding) <= _BOUNDING_NAMES else f"{len(bounding)} caps",
             "no_new_privs": result.after.no_new_privs,
         }
         if result.bounding_left:
@@ -212,6 +286,7 @@ class Daemon:
         """Serve until SIGTERM/SIGINT; returns the exit code (0)."""
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         old_hup = signal.signal(signal.SIGHUP, self._on_signal)
+        old_usr1 = signal.signal(signal.SIGUSR1, self._on_signal)
         old_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         # Serving from here on: signal handlers are in place, sockets are open.
         emit(
@@ -234,13 +309,24 @@ class Daemon:
         for fd in (*captures, self.events.fileno(), self._wake_r):
             poller.register(fd, select.POLLIN)
         ev_fd = self.events.fileno()
+        lock_fd = -1
+        if self._lock is not None:
+            lock_fd = self._lock.fileno()
+            poller.register(lock_fd, select.POLLIN)
+        ctl = self.control
+        if ctl is not None:
+            ctl.attach(poller)
         logs.batch(True)
         try:
             while self._stop_signal is None:
                 now = time.monotonic()
                 deadline = self.engine.next_deadline()
                 wait = _TICK if deadline is None else max(0.0, min(_TICK, deadline - now))
-                ready = {fd for fd, _ in poller.poll(wait * 1000)}
+                ctl_due = ctl.next_deadline() if ctl is not None else None
+                if ctl_due is not None:
+                    wait = max(0.0, min(wait, ctl_due - now))
+                polled = poller.poll(wait * 1000)
+                ready = {fd for fd, _ in polled}
                 # Frames first: when a RARP and the FDB notification it caused
                 # arrive together, the round is the RARP's (the earlier, more
                 # specific signal); the FDB move then finds it in hold-down.
@@ -252,9 +338,22 @@ class Daemon:
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 64)
+                if lock_fd in ready and self._lock is not None:
+                    controlsock.drain_lock(self._lock)
+                if ctl is not None:
+                    # After the capture and netlink: a request waits for them, not
+                    # the other way round; each step is non-blocking.
+                    now = time.monotonic()
+                    for fd, ev in polled:
+                        if ctl.owns(fd):
+                            ctl.on_ready(fd, ev, now)
+                    ctl.expire(now)
                 if self._hup:
                     self._hup = False
                     self.reload()
+                if self._usr1:
+                    self._usr1 = False
+                    self.log_status()
                 self._do(self.engine.tick(time.monotonic()))
                 if self.metrics is not None:
                     self.metrics.drain()
@@ -266,6 +365,7 @@ class Daemon:
             for s, h in old.items():
                 signal.signal(s, h)
             signal.signal(signal.SIGHUP, old_hup)
+            signal.signal(signal.SIGUSR1, old_usr1)
         emit(
             self.log,
             "stopped",
@@ -279,6 +379,8 @@ class Daemon:
         # Only flags here: the loop acts on them (the wake-up fd ends its poll).
         if signum == signal.SIGHUP:
             self._hup = True
+        elif signum == signal.SIGUSR1:
+            self._usr1 = True
         else:
             self._stop_signal = signum
 
@@ -363,11 +465,18 @@ class Daemon:
     # -- actions ---------------------------------------------------------------
 
     def _do(self, actions: list[Action]) -> None:
+        if actions or self.history.pending:
+            self.history.feed(actions, time.monotonic())
         for a in actions:
             if isinstance(a, Log):
                 emit_fields(self.log, a.event, a.level, a.fields)
             else:
                 self._do_now(a)
+
+    def _sent_now(self, a: Action) -> None:
+        """The engine's `send`: an action carried out at once, noted for `show`'s history."""
+        self.history.note(a, time.monotonic())
+        self._do_now(a)
 
     def _do_now(self, a: Action) -> None:
         """Carry out one action; the engine calls this directly for probes (`send`)."""
@@ -466,6 +575,13 @@ class Daemon:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        if self.control is not None:
+            self.control.close()
+        if self._lock is not None:
+            self._lock.close()
+        old_usr1 = getattr(self, "_old_usr1", None)
+        if old_usr1 is not None:
+            signal.signal(signal.SIGUSR1, old_usr1)
         for name in ("capture", "sender", "events", "requests"):
             sock = getattr(self, name, None)
             if sock is not None:

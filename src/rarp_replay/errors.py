@@ -67,6 +67,14 @@ class NetnsError(RarpReplayError):
     """The network namespace asked for does not exist or cannot be entered."""
 
 
+class NetnsNotFoundError(NetnsError):
+    """No /run/netns/NAME (or no such path): the namespace is not there (yet).
+
+    A distinct class so the command line can give it a distinct exit code: a
+    unit can then refuse to restart on it (see cli/rarp_reply.EXIT_NO_NETNS).
+    """
+
+
 class InterfaceError(RarpReplayError):
     """A network interface is missing, down, or vanished while in use."""
 

@@ -161,6 +161,9 @@ COUNTERS: dict[str, CounterSpec] = {
         "Addresses the kernel learned as local neighbors during a round.", ("family",)
     ),
     "gave_up": CounterSpec("Addresses not confirmed within the give-up time."),
+    "cut_short": CounterSpec(
+        "Addresses still followed when the daemon stopped (SIGTERM/SIGINT): not gave-up."
+    ),
     "netlink_redumps": CounterSpec(
         "Full re-reads of the kernel tables after the kernel dropped notifications (ENOBUFS)."
     ),
@@ -187,6 +190,7 @@ _PLAIN: dict[str, str] = {
     counters.REMOTE_DELETED: "remote_deleted",
     counters.RESOLVES: "resolves",
     counters.GAVE_UP: "gave_up",
+    counters.CUT_SHORT: "cut_short",
     counters.NETLINK_REDUMPS: "netlink_redumps",
     counters.NETLINK_ERRORS: "netlink_errors",
     counters.RELOADS: "config_reloads",

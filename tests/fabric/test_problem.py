@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from lab import VM_IP4, VM_MAC, VTEP, BgpWatch, EvpnFabric
 
-import netlab
+from tests.support import netlab
+from tests.support.fabric import VM_IP4, VM_MAC, VTEP, BgpWatch, EvpnFabric
 
 pytestmark = pytest.mark.fabric
 

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-import netlab
+from tests.support import netlab
 
 pytestmark = pytest.mark.netns
 

@@ -24,7 +24,6 @@ from typing import cast
 
 import pytest
 
-import netlab
 from rarp_replay.errors import NetlinkError, NetlinkOverrunError
 from rarp_replay.netlink import codec
 from rarp_replay.netlink.records import (
@@ -45,6 +44,7 @@ from rarp_replay.netlink.records import (
     Neighbor,
 )
 from rarp_replay.netlink.socket import RtnlSocket
+from tests.support import netlab
 
 pytestmark = pytest.mark.netns
 

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-import netlab
-from daemon_proc import DaemonProc
+from rarp_replay.cli.rarp_reply import EXIT_NO_NETNS
 from rarp_replay.frames.arp import rarp_request_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = pytest.mark.netns
 
@@ -157,11 +158,12 @@ def run_daemon(*args: str) -> subprocess.CompletedProcess[str]:
     return netlab.run([sys.executable, "-m", "rarp_replay", *args], check=False, timeout=30)
 
 
-def test_missing_namespace_is_one_line_and_exit_1(lab: netlab.Lab) -> None:
+def test_missing_namespace_is_one_line_and_exit_6(lab: netlab.Lab) -> None:
+    """Its own exit code, which the units' RestartPreventExitStatus= names."""
     name = f"{lab.prefix}-absent"  # this run's prefix: never anyone else's namespace
     assert not os.path.exists(f"/run/netns/{name}")
     proc = run_daemon("--netns", name)
-    assert proc.returncode == 1
+    assert proc.returncode == EXIT_NO_NETNS == 6
     assert proc.stderr.splitlines() == [f"rarp-reply: error: network namespace '{name}' not found"]
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = pytest.mark.netns
 

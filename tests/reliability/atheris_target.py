@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of the frame parsers and Engine.on_frame with atheris (libFuzzer).
 
-    python atheris_target.py [libFuzzer options] [CORPUS_DIR]
+    python -m tests.reliability.atheris_target [libFuzzer options] [CORPUS_DIR]  # from the root
 
 The same oracle as the seeded loop (fuzzing.py): any exception but FrameError from a
 parser, or any exception at all from the engine, is a crash; libFuzzer then writes the
@@ -10,14 +10,11 @@ input to crash-<hash> (see -artifact_prefix) and exits non-zero.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import atheris
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 with atheris.instrument_imports(include=["rarp_replay"]):
-    import fuzzing
+    from tests.reliability import fuzzing
 
 _check = fuzzing.one_frame(fuzzing.Harness(seed=1))
 

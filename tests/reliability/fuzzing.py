@@ -10,15 +10,9 @@ Neighbor Solicitation.
 from __future__ import annotations
 
 import random
-import sys
 from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-
-import topology  # the hand-built switch the engine's unit tests use
 
 from rarp_replay.engine import Config, Engine, SendFrame
 from rarp_replay.errors import FrameError
@@ -49,6 +43,7 @@ from rarp_replay.frames.ndp import (
     parse_nd_frame,
 )
 from rarp_replay.macaddr import BROADCAST
+from tests.support import topology  # the hand-built switch the engine's unit tests use
 
 VM = topology.VM_MAC
 SVI = topology.SVI_MAC

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import fuzzing
 import pytest
+
+from tests.reliability import fuzzing
+from tests.support import netlab
 
 pytestmark = pytest.mark.reliability
 
@@ -71,19 +71,13 @@ def test_atheris_coverage_guided(tmp_path: Path, figures: Callable[[str], None])
     corpus.mkdir()
     for i, frame in enumerate(fuzzing.corpus()):
         (corpus / f"{i:03d}").write_bytes(frame)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("atheris_target.py")),
-            f"-max_total_time={ATHERIS_SECONDS}",
-            f"-seed={SEED}",
-            f"-artifact_prefix={tmp_path}/",
-            str(corpus),
-        ],
-        capture_output=True,
-        text=True,
+    proc = netlab.run_module(
+        "tests.reliability.atheris_target",
+        f"-max_total_time={ATHERIS_SECONDS}",
+        f"-seed={SEED}",
+        f"-artifact_prefix={tmp_path}/",
+        str(corpus),
         timeout=ATHERIS_SECONDS + 60,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert not list(tmp_path.glob("crash-*"))

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-import relab
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.macaddr import format_mac
+from tests.support import netlab, relab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = [pytest.mark.netns, pytest.mark.reliability]
 
@@ -59,7 +59,7 @@ def test_interface_churn_leaks_nothing_and_new_port_is_served(
     lab: netlab.Lab, figures: Callable[[str], None]
 ) -> None:
     s = relab.Switch.build(lab, ports=1)
-    vm = relab.mac_of(0xC4, 1)
+    vm = netlab.mac_of(0xC4, 1)
     s.batch([relab.Switch.remote_line(relab.v4(40), vm)])
     d = DaemonProc(s.sw).ready()
     pid = d.proc.pid
@@ -81,14 +81,14 @@ def test_interface_churn_leaks_nothing_and_new_port_is_served(
     while served_at is None and time.monotonic() < deadline:
         tx.send(rarp_request_frame(vm))
         try:
-            vm_side.wait_for(lambda f: f[0:6] == vm, timeout=0.5)
+            vm_side.wait_for(match=lambda f: f[0:6] == vm, timeout=0.5)
             served_at = time.monotonic()
         except AssertionError:
             continue  # the RARP beat the daemon to the new port's link notification
     tx.close()
     vm_side.close()
     assert served_at is not None, "no probe on the port created after the churn"
-    [line] = [e for e in d.of("announcement") if e["mac"] == relab.fmt_mac(vm)]
+    [line] = [e for e in d.of("announcement") if e["mac"] == format_mac(vm)]
     assert line["port"] == "swp9"
 
     rss = sampler.stop()

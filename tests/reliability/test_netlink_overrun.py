@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 
 import pytest
-import relab
 
-import netlab
-from daemon_proc import DaemonProc
+from rarp_replay.macaddr import format_mac
+from tests.support import netlab, relab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = [pytest.mark.netns, pytest.mark.reliability]
 
@@ -34,7 +34,7 @@ LATE = 1000  # added as it resumes
 
 
 def macs(kind: int, n: int, start: int = 0) -> list[bytes]:
-    return [relab.mac_of(kind, i) for i in range(start, start + n)]
+    return [netlab.mac_of(kind, i) for i in range(start, start + n)]
 
 
 def send_rarps(tx: socket.socket, all_macs: list[bytes]) -> None:
@@ -50,7 +50,7 @@ def send_rarps(tx: socket.socket, all_macs: list[bytes]) -> None:
 
 def announced(d: DaemonProc, mac: bytes, timeout: float = 0.5) -> bool:
     try:
-        d.wait_event("announcement", lambda e: e["mac"] == relab.fmt_mac(mac), timeout=timeout)
+        d.wait_event("announcement", lambda e: e["mac"] == format_mac(mac), timeout=timeout)
     except AssertionError:
         if d.proc.poll() is not None:
             raise
@@ -95,7 +95,7 @@ def test_overrun_redumps_without_stale_or_lost_bindings(
     # The marker: a binding made last, asked about last; once it is announced, every
     # RARP before it was handled (all come from one port, so they share one capture
     # socket of the fanout group, which is read in order).
-    marker = relab.mac_of(0xA3, 0)
+    marker = netlab.mac_of(0xA3, 0)
     s.batch([relab.Switch.remote_line(relab.v4(KNOWN + 1), marker)])
     netlab.wait_until(lambda: marker.hex(":") in s.sw.ip("neigh", "show", "dev", relab.SVI).stdout)
     attempts = 0
@@ -113,8 +113,8 @@ def test_overrun_redumps_without_stale_or_lost_bindings(
     with_bindings = {
         e["mac"] for e in d.of("announcement") if e.get("bindings") and e.get("probes")
     }
-    stale = sorted(m for m in map(relab.fmt_mac, gone) if m in with_bindings)
-    lost = sorted(m for m in map(relab.fmt_mac, live) if m not in with_bindings)
+    stale = sorted(m for m in map(format_mac, gone) if m in with_bindings)
+    lost = sorted(m for m in map(format_mac, live) if m not in with_bindings)
     assert not stale, f"{len(stale)} deleted bindings still probed, e.g. {stale[:3]}"
     assert not lost, f"{len(lost)} bindings never probed, e.g. {lost[:3]}"
     # Every RARP for a deleted MAC was heard (none lost in a buffer: the check above is

@@ -29,12 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import relab
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.macaddr import format_mac
 from rarp_replay.packetsock import CAPTURE_SOCKETS
+from tests.support import netlab, relab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = [pytest.mark.netns, pytest.mark.reliability]
 
@@ -63,8 +63,8 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     # The premise of the test: swp2's frames land in a socket of their own, which neither
     # the flooding port nor the bridge device's copies of its flood share.
     assert member["swp2"] not in (member["swp1"], member[relab.SVI]), member
-    known = [relab.mac_of(0x4B, i) for i in range(KNOWN)]
-    legit = relab.mac_of(0x1E, 1)
+    known = [netlab.mac_of(0x4B, i) for i in range(KNOWN)]
+    legit = netlab.mac_of(0x1E, 1)
     s.batch(
         [relab.Switch.remote_line(relab.v4(i), m) for i, m in enumerate(known)]
         + [
@@ -114,12 +114,12 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     legit_frames = len(QEMU_GAPS)
     probed_at: float | None = None
     with contextlib.suppress(AssertionError):
-        at_vm.wait_for(lambda f: f[0:6] == legit, timeout=PHASE_S - 3.0)
+        at_vm.wait_for(match=lambda f: f[0:6] == legit, timeout=PHASE_S - 3.0)
         probed_at = time.monotonic()
     phase_b = json.loads(sender.stdout.readline())
     assert sender.wait(timeout=10) == 0
     flood_ended = time.monotonic()
-    heard_in_flood = [e for e in d.of("announcement") if e["mac"] == relab.fmt_mac(legit)]
+    heard_in_flood = [e for e in d.of("announcement") if e["mac"] == format_mac(legit)]
     assert probed_at is not None, (
         f"no probe reached the VM on swp2 after its one burst of {legit_frames} RARPs "
         f"({len(heard_in_flood)} of them heard by the daemon)"
@@ -130,9 +130,9 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     assert len(heard_in_flood) == legit_frames, (len(heard_in_flood), legit_frames)
 
     # Right after the flood, one RARP is enough again.
-    at_vm.frames.clear()
+    at_vm.clear()
     tx.send(rarp_request_frame(legit))
-    at_vm.wait_for(lambda f: f[0:6] == legit, timeout=5.0)
+    at_vm.wait_for(match=lambda f: f[0:6] == legit, timeout=5.0)
     tx.close()
     assert d.stop() == 0
     stopped_at = time.monotonic()
@@ -154,7 +154,7 @@ def test_rarp_flood_is_contained_and_other_ports_are_served(
     assert stopped.get("dropped_rate-limit-global", 0) == 0
     # Every legitimate RARP the daemon heard became a round for both addresses (its
     # probes then wait for the probe budget like everyone's).
-    heard = [e for e in d.of("announcement") if e["mac"] == relab.fmt_mac(legit)]
+    heard = [e for e in d.of("announcement") if e["mac"] == format_mac(legit)]
     assert heard and all(e["port"] == "swp2" and len(e["bindings"]) == 2 for e in heard)
     growth = max(rss) - rss_ready
     assert growth < RSS_GROWTH_CEILING_KIB, (rss_ready, max(rss))

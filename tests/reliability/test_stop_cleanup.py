@@ -8,7 +8,7 @@ when nobody answers (this VM never does), and resolved again by the daemon's ret
 an entry binds nothing; left behind, it stays (below gc_thresh1, 128 entries, the kernel's
 garbage collector removes nothing) and answers every lookup of the address with "failed".
 
-tests/integration/test_rarp_reply.py checks only that SIGTERM exits 0 with no round open;
+tests/integration/test_daemon.py checks only that SIGTERM exits 0 with no round open;
 this checks it with placeholders in either state, and what is left after SIGKILL.
 """
 
@@ -20,16 +20,16 @@ import time
 from collections.abc import Callable
 
 import pytest
-import relab
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
+from rarp_replay.macaddr import format_mac
 from rarp_replay.netlink.socket import RtnlSocket
+from tests.support import netlab, relab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = [pytest.mark.netns, pytest.mark.reliability]
 
-VM = relab.mac_of(0x5A, 1)
+VM = netlab.mac_of(0x5A, 1)
 ADDRESSES = [relab.v4(10), relab.v4(11), relab.v6(10)]
 
 
@@ -50,7 +50,7 @@ def open_round_with_placeholders(s: relab.Switch, d: DaemonProc, state: str) -> 
     tx = relab.rarp_sender(s.hosts["h1"])
     tx.send(rarp_request_frame(VM))
     tx.close()
-    d.wait_event("announcement", lambda e: e["mac"] == relab.fmt_mac(VM))
+    d.wait_event("announcement", lambda e: e["mac"] == format_mac(VM))
     s.batch(f"neigh del {a} dev {relab.SVI}" for a in ADDRESSES)
     d.wait_event("remote-deleted", count=len(ADDRESSES))
 
@@ -85,6 +85,8 @@ def test_sigterm_mid_round_exits_zero_and_removes_placeholders(
     assert entries(switch, ADDRESSES) == {}
     [stopped] = d.of("stopped")
     assert stopped["signal"] == "SIGTERM" and stopped["resolves"] >= len(ADDRESSES)
+    # Cut short by the stop, not given up: the give-up time never ran out.
+    assert stopped["cut-short"] == len(ADDRESSES) and "gave-up" not in stopped, stopped
 
 
 def test_sigkill_mid_round_then_restart_leaves_nothing_behind(
@@ -93,11 +95,11 @@ def test_sigkill_mid_round_then_restart_leaves_nothing_behind(
     # Entries the daemon must leave alone at start-up: a takeover entry (REACHABLE, ours:
     # the VM's proven binding, which EVPN advertises), EVPN's remote entry, a static one,
     # and an unresolved entry that is not ours.
-    other = relab.mac_of(0x5B, 1)
+    other = netlab.mac_of(0x5B, 1)
     keep = {
-        relab.v4(20): f"lladdr {relab.fmt_mac(other)} nud reachable proto {relab.NEIGH_PROTOCOL}",
-        relab.v4(21): f"lladdr {relab.fmt_mac(other)} nud noarp extern_learn proto zebra",
-        relab.v4(22): f"lladdr {relab.fmt_mac(other)} nud permanent",
+        relab.v4(20): f"lladdr {format_mac(other)} nud reachable proto {relab.NEIGH_PROTOCOL}",
+        relab.v4(21): f"lladdr {format_mac(other)} nud noarp extern_learn proto zebra",
+        relab.v4(22): f"lladdr {format_mac(other)} nud permanent",
     }
     switch.batch(f"neigh replace {a} dev {relab.SVI} {rest}" for a, rest in keep.items())
     # An unresolved entry that is not ours: the kernel's own resolution (no protocol).
@@ -133,7 +135,7 @@ def test_sigkill_mid_round_then_restart_leaves_nothing_behind(
     tx = relab.rarp_sender(switch.hosts["h1"])
     tx.send(rarp_request_frame(VM))
     tx.close()
-    vm_side.wait_for(lambda f: f[0:6] == VM and relab.arp_target(f) == ADDRESSES[0])
+    vm_side.wait_for(match=lambda f: f[0:6] == VM and relab.arp_target(f) == ADDRESSES[0])
     vm_side.close()
     assert d2.stop() == 0
     figures(
@@ -148,7 +150,7 @@ def test_resolving_an_existing_entry_does_not_claim_it(lab: netlab.Lab) -> None:
     must re-validate it without stamping it, while one it creates carries 82."""
     s = relab.Switch.build(lab, ports=1)
     mine, learned, failed = relab.v4(30), relab.v4(31), relab.v4(32)
-    s.batch([f"neigh replace {learned} lladdr {relab.fmt_mac(VM)} dev {relab.SVI} nud stale"])
+    s.batch([f"neigh replace {learned} lladdr {format_mac(VM)} dev {relab.SVI} nud stale"])
     index = s.sw.ifindex(relab.SVI)
     with netlab.entered(s.sw.name):
         rtnl = RtnlSocket()
@@ -160,5 +162,5 @@ def test_resolving_an_existing_entry_does_not_claim_it(lab: netlab.Lab) -> None:
         rtnl.close()
     got = entries(s, [mine, learned, failed])
     assert f"proto {relab.NEIGH_PROTOCOL}" in got[mine], got
-    assert "proto" not in got[learned] and relab.fmt_mac(VM) in got[learned], got
+    assert "proto" not in got[learned] and format_mac(VM) in got[learned], got
     assert "proto" not in got[failed], got

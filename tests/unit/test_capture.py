@@ -8,7 +8,6 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from topology import PORT, SVI_MAC, VM_MAC, remote, switch
 
 from rarp_replay.engine import Engine, SendFrame, Takeover
 from rarp_replay.errors import FrameError
@@ -29,6 +28,7 @@ from rarp_replay.frames.capture import (
 from rarp_replay.frames.ethernet import ETH_P_ARP, ETH_P_RARP, EthernetFrame, VlanTag
 from rarp_replay.frames.ndp import na_frame, ns_frame
 from rarp_replay.macaddr import is_unicast
+from tests.support.topology import PORT, SVI_MAC, VM_MAC, remote, switch
 
 macs = st.binary(min_size=6, max_size=6)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,7 @@ def test_settings_map_onto_the_engine_by_name() -> None:
         "dry_run",
         "metrics",
         "netns",
+        "control_socket",
         "log_level",
         "log_format",
         "netlink_rcvbuf",
@@ -236,3 +238,74 @@ def test_example_file_lists_every_setting_at_its_default(tmp_path: Path) -> None
     assert settings == Settings()
     documented = {ln.split("=")[0].strip() for ln in lines}
     assert documented == {config.key(f) for f in dataclasses.fields(Settings)}
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rarp_replay", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # "got 0/0" said nothing about what is valid; the text as given, and the rule.
+        (
+            ["--port-rate", "0"],
+            "argument --port-rate: rate must be > 0 (per second) and burst >= 1 "
+            "(default: the rate): expected RATE[/BURST], got '0'",
+        ),
+        # Not Python's "could not convert string to float".
+        (
+            ["--retry-backoff", "1,,2"],
+            "argument --retry-backoff: expected SECONDS[,SECONDS...] (e.g. 0.2,0.5,1), "
+            "got '1,,2': step '' is not a number of seconds",
+        ),
+        (["--holddown", "soon"], "argument --holddown: expected seconds >= 0, got 'soon'"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_flag_is_one_line_and_exit_2(argv: list[str], message: str) -> None:
+    r = run_cli(*argv)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"rarp-reply: error: {message}"]
+
+
+def test_help_is_still_complete() -> None:
+    r = run_cli("--help")
+    assert r.returncode == 0 and "usage: rarp-reply" in r.stdout and "--give-up" in r.stdout
+
+
+def test_check_config_rejects_a_missing_namespace() -> None:
+    r = run_cli("--check-config", "--netns", "rarp-replay-no-such-ns")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "rarp-reply: error: network namespace 'rarp-replay-no-such-ns' not found"
+    ]
+
+
+def test_check_config_rejects_a_metrics_address_not_on_this_host() -> None:
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is on no interface here: bind() says EADDRNOTAVAIL.
+    r = run_cli("--check-config", "--metrics", "192.0.2.1:9464")
+    assert r.returncode == 1 and r.stdout == ""
+    [line] = r.stderr.splitlines()
+    assert line.startswith("rarp-reply: error: cannot serve metrics on 192.0.2.1:")
+    # An address of this host passes, even when its port is taken (a running daemon's).
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_cli("--check-config", "--metrics", f"127.0.0.1:{port}")
+    assert r.returncode == 0, r.stderr
+
+
+def test_control_socket_setting() -> None:
+    r = run_cli("--check-config", "--control-socket", "/run/x/ctl.sock")
+    assert r.returncode == 0 and 'control-socket = "/run/x/ctl.sock"' in r.stdout
+    bad = run_cli("--check-config", "--control-socket", "relative.sock")
+    assert bad.returncode == 2 and "expected an absolute path" in bad.stderr
+    assert "control-socket" in config.restart_keys()

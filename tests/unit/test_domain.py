@@ -7,7 +7,11 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from topology import (
+
+from rarp_replay.domain import Domain, Ignored, resolve, source_address
+from rarp_replay.mirror import Mirror
+from rarp_replay.netlink.records import Address
+from tests.support.topology import (
     BR,
     BR_VLAN,
     MACVLAN,
@@ -20,10 +24,6 @@ from topology import (
     new,
     switch,
 )
-
-from rarp_replay.domain import Domain, Ignored, resolve, source_address
-from rarp_replay.mirror import Mirror
-from rarp_replay.netlink.records import Address
 
 
 def test_access_port_resolves_to_bridge_svi_with_stacked_macvlan() -> None:

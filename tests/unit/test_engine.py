@@ -16,22 +16,6 @@ from scapy.layers.inet6 import (
     IPv6,
 )
 from scapy.layers.l2 import ARP, Dot1Q, Ether
-from topology import (
-    BR,
-    MACVLAN,
-    OTHER_MAC,
-    PORT,
-    PORT2,
-    SVI_MAC,
-    TRUNK_V10,
-    VM_MAC,
-    VX,
-    gone,
-    local,
-    new,
-    remote,
-    switch,
-)
 
 from rarp_replay.engine import (
     Config,
@@ -59,6 +43,22 @@ from rarp_replay.netlink.records import (
     Neighbor,
 )
 from rarp_replay.ratelimit import Rate
+from tests.support.topology import (
+    BR,
+    MACVLAN,
+    OTHER_MAC,
+    PORT,
+    PORT2,
+    SVI_MAC,
+    TRUNK_V10,
+    VM_MAC,
+    VX,
+    gone,
+    local,
+    new,
+    remote,
+    switch,
+)
 
 VM = format_mac(VM_MAC)
 SVI = format_mac(SVI_MAC)

@@ -13,18 +13,17 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-from topology import BR, OTHER_MAC, PORT, VM_MAC, gone, local, new, remote, switch
 
 import rarp_replay
 from rarp_replay import config, counters, errors, metrics
-from rarp_replay.cli.rarp_reply import build_parser, main
+from rarp_replay.cli.rarp_reply import build_parser
 from rarp_replay.config import Settings
 from rarp_replay.engine import Engine
 from rarp_replay.frames.arp import rarp_request_frame
-from rarp_replay.listen import format_listen, parse_listen
 from rarp_replay.metrics import COUNTERS, PREFIX, STATS, EngineCollector
 from rarp_replay.netlink.records import AF_INET, NUD_REACHABLE, Neighbor
+from tests.support.prometheus import samples
+from tests.support.topology import BR, OTHER_MAC, PORT, VM_MAC, gone, local, new, remote, switch
 
 SRC = Path(rarp_replay.__file__).parent
 
@@ -33,13 +32,7 @@ def scrape(collector: EngineCollector) -> dict[str, float]:
     """Exposition text -> {'name{label="value",...}': value}, as Prometheus would see it."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    text = generate_latest(registry).decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
+    return samples(generate_latest(registry).decode())
 
 
 def series(key: str) -> str:
@@ -348,54 +341,6 @@ def test_scrapes_while_the_main_thread_counts_never_fail() -> None:
         sys.setswitchinterval(old)
     assert scrapes > 10
     assert scrape(collector)[f"{PREFIX}mirror_tombstones"] == m.counts()["remembered"] > 0
-
-
-# -- the listen address ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
-        ("[::1]:9464", ("::1", 9464)),
-        ("[::]:1", ("::", 1)),
-        ("0.0.0.0:65535", ("0.0.0.0", 65535)),
-        ("localhost:9464", ("localhost", 9464)),
-        ("mgmt.example.net:80", ("mgmt.example.net", 80)),
-    ],
-)
-def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
-    assert parse_listen(text) == expected
-    assert format_listen(expected) == text
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("9464", "expected HOST:PORT"),
-        (":9464", "expected HOST:PORT"),
-        ("127.0.0.1", "expected HOST:PORT"),
-        ("127.0.0.1:", "port must be 1..65535"),
-        ("127.0.0.1:0", "port must be 1..65535"),
-        ("127.0.0.1:65536", "port must be 1..65535"),
-        ("127.0.0.1:http", "port must be 1..65535"),
-        ("127.0.0.1:٩٤", "port must be 1..65535"),  # Arabic-Indic digits: isdigit() is True
-        ("::1:9464", "in brackets"),
-        ("[::1:9464", "not an IPv6 address in brackets"),
-        ("[127.0.0.1]:9464", "not an IPv6 address in brackets"),
-        ("[nonsense]:9464", "not an IPv6 address in brackets"),
-        ("bad_host:9464", "not an IP address or host name"),
-        ("-bad:9464", "not an IP address or host name"),
-    ],
-)
-def test_bad_listen_address_is_a_usage_error(
-    text: str, message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main([f"--metrics={text}"])  # "=": "-bad:9464" is a value, not an option
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("rarp-reply: error: argument --metrics: ") and message in err, err
 
 
 def test_metrics_off_by_default_and_server_not_imported_for_the_flag(tmp_path: Path) -> None:

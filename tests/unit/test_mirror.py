@@ -6,9 +6,21 @@ from ipaddress import ip_address
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from topology import BR, MACVLAN, OTHER_MAC, PORT, VM_MAC, gone, links, local, new, remote, switch
 
 from rarp_replay.netlink.records import NUD_FAILED, NUD_INCOMPLETE, Neighbor
+from tests.support.topology import (
+    BR,
+    MACVLAN,
+    OTHER_MAC,
+    PORT,
+    VM_MAC,
+    gone,
+    links,
+    local,
+    new,
+    remote,
+    switch,
+)
 
 
 def ips(bindings: list) -> set[str]:  # type: ignore[type-arg]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from topology import PORT, PORT2, VM_MAC, remote, switch
-
 from rarp_replay.engine import Config, Engine, Log, SendFrame
 from rarp_replay.frames.arp import rarp_request_frame
 from rarp_replay.ratelimit import KeyedBuckets, Rate, TokenBucket
+from tests.support.topology import PORT, PORT2, VM_MAC, remote, switch
 
 
 def test_bucket_spends_burst_then_refills_at_rate() -> None:

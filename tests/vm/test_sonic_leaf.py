@@ -25,11 +25,11 @@ from datetime import datetime
 
 import pytest
 from scapy.layers.l2 import ARP, Dot1Q, Ether
-from vlanlab import SLOW, START, kernel_lacks, neigh, probe_to, team_mode
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
+from tests.vm.vlanlab import SLOW, START, kernel_lacks, neigh, probe_to, team_mode
 
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import pytest
 from scapy.layers.l2 import ARP, Dot1Q, Ether
-from vlanlab import SLOW, START, kernel_lacks, neigh, probe_to
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import rarp_request_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
+from tests.vm.vlanlab import SLOW, START, kernel_lacks, neigh, probe_to
 
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 

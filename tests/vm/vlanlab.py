@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from scapy.layers.l2 import ARP, Ether
 
-import netlab
+from tests.support import netlab
 
 SLOW = 120.0  # seconds: TCG runs code several times slower than the host
 START = 300.0  # the daemon's start-up under TCG: leaf set-up and start took 107 s at load 10

@@ -190,7 +190,11 @@ def _run(argv: Sequence[str] | None) -> int:
     out = sys.stdout
 
     if args.dry_run:
-        # No sockets, no privileges, the interface need not exist: a preview of the plan.
+        # No sockets, no privileges: a preview of the plan. A named interface must
+        # exist (an ioctl on the name, no privilege needed): a preview for a typo
+        # that exits 0 would hide it until the real run.
+        if ifname is not None:
+            interface_index(ifname)
         for offset in offsets:
             for mac, frame in frames:
                 _emit(

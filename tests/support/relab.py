@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import netlab
 from rarp_replay.frames.arp import rarp_request
-from rarp_replay.frames.ethernet import ETH_P_RARP, EthernetFrame
-from rarp_replay.macaddr import BROADCAST
+from rarp_replay.frames.ethernet import ETH_P_ARP, ETH_P_IPV6, ETH_P_RARP, EthernetFrame
+from rarp_replay.macaddr import BROADCAST, format_mac
 from rarp_replay.packetsock import attach_filter
+from tests.support import netlab
 
 SVI = "br100"
 SVI_MAC = bytes.fromhex("02b100000001")
@@ -36,10 +36,6 @@ SVI_V4 = "198.18.0.1/15"
 SVI_V6 = "2001:db8:b1::1/64"
 BASE_V4 = int(ipaddress.IPv4Address("198.18.1.0"))
 BASE_V6 = int(ipaddress.IPv6Address("2001:db8:b1::1:0"))
-ETH_P_ALL = 0x0003
-ETH_P_ARP = 0x0806
-ETH_P_IPV6 = 0x86DD
-PACKET_OUTGOING = 4
 NEIGH_PROTOCOL = 82  # engine.Config.neigh_protocol: the daemon's own entries
 
 
@@ -51,15 +47,6 @@ _ARP_OR_IPV6 = [
     (0x06, 0, 0, 128),  # ret 128
     (0x06, 0, 0, 0),  # ret 0
 ]
-
-
-def mac_of(kind: int, i: int) -> bytes:
-    """A locally administered unicast MAC 02:<kind>:<i as 4 octets>."""
-    return bytes([0x02, kind]) + i.to_bytes(4, "big")
-
-
-def fmt_mac(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
 
 
 def v4(i: int) -> str:
@@ -79,7 +66,7 @@ class Switch:
     @classmethod
     def build(cls, lab: netlab.Lab, ports: int = 2) -> Switch:
         sw = lab.netns("sw")
-        sw.bridge(SVI, mac=fmt_mac(SVI_MAC))
+        sw.bridge(SVI, mac=format_mac(SVI_MAC))
         sw.ip("addr", "add", SVI_V4, "dev", SVI)
         sw.ip("-6", "addr", "add", SVI_V6, "dev", SVI, "nodad")
         s = cls(lab, sw)
@@ -108,7 +95,9 @@ class Switch:
 
     @staticmethod
     def remote_line(ip: str, mac: bytes, op: str = "replace") -> str:
-        return f"neigh {op} {ip} lladdr {fmt_mac(mac)} dev {SVI} nud noarp extern_learn proto zebra"
+        return (
+            f"neigh {op} {ip} lladdr {format_mac(mac)} dev {SVI} nud noarp extern_learn proto zebra"
+        )
 
     def neighbors(self) -> list[str]:
         """`ip -d neigh` lines of the SVI (with `proto` when the entry carries one)."""
@@ -148,7 +137,7 @@ def arp_target(data: bytes) -> str:
     return str(ipaddress.IPv4Address(data[38:42]))
 
 
-class Tap:
+class Tap(netlab.Reader[bytes]):
     """ARP and IPv6 frames crossing `ifname` in `ns`, kept by `keep`, read by a thread.
 
     ETH_P_ALL (a socket bound to one EtherType never sees outgoing frames: the kernel hands
@@ -157,63 +146,24 @@ class Tap:
     """
 
     def __init__(self, ns: netlab.Netns, ifname: str, keep: Callable[[bytes, int], bool]) -> None:
-        self.frames: list[bytes] = []
         self._keep = keep
-        self._cond = threading.Condition()
         # Protocol 0 until bind(): nothing is queued before the filter is in place.
-        self._sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        attach_filter(self._sock, _ARP_OR_IPV6)
-        self._sock.bind((ifname, ETH_P_ALL))
-        self._sock.settimeout(0.1)
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        attach_filter(sock, _ARP_OR_IPV6)
+        sock.bind((ifname, netlab.ETH_P_ALL))
+        super().__init__(sock, f"{ns.name}/{ifname}")
 
-    def _loop(self) -> None:
-        while not self._stop:
-            try:
-                data, addr = self._sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if self._keep(data, addr[2]):
-                with self._cond:
-                    self.frames.append(data)
-                    self._cond.notify_all()
-
-    def matching(self, match: Callable[[bytes], bool] | None = None) -> list[bytes]:
-        with self._cond:
-            return [f for f in self.frames if match is None or match(f)]
-
-    def wait_for(
-        self, match: Callable[[bytes], bool], count: int = 1, timeout: float = 5.0
-    ) -> list[bytes]:
-        got: list[bytes] = []
-
-        def enough() -> bool:
-            nonlocal got
-            got = self.matching(match)
-            return len(got) >= count
-
-        with self._cond:
-            ok = self._cond.wait_for(enough, timeout)
-        if not ok:
-            raise AssertionError(f"saw {len(got)} of {count} expected frames in {timeout}s")
-        return got
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=1)
-        self._sock.close()
+    def read(self, sock: socket.socket) -> list[bytes]:
+        data, addr = sock.recvfrom(2048)
+        return [data] if self._keep(data, addr[2]) else []
 
 
 def probe_tap(ns: netlab.Netns, ifname: str, *, outgoing: bool) -> Tap:
     """Probes crossing `ifname`: sent through it (outgoing) or received on it."""
 
     def keep(data: bytes, pkttype: int) -> bool:
-        return (pkttype == PACKET_OUTGOING) == outgoing and is_probe(data)
+        return (pkttype == netlab.PACKET_OUTGOING) == outgoing and is_probe(data)
 
     return Tap(ns, ifname, keep)
 

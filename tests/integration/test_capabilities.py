@@ -14,18 +14,15 @@ The capability sets are read from /proc/PID/status of the daemon itself
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +30,12 @@ import pytest
 from scapy.layers.inet6 import ICMPv6ND_NS
 from scapy.layers.l2 import ARP, Ether
 
-import netlab
-from daemon_proc import DaemonProc
-from rarp_replay.frames.arp import rarp_request_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
+from tests.support.fixtures import SVI_MAC, VM_V4, VM_V6, AccessNet
 
 pytestmark = pytest.mark.netns
 
-VM_MAC = "52:54:00:12:34:56"
-SVI_MAC = "02:00:00:00:01:00"
-VM_V4 = "192.0.2.10"
-VM_V6 = "2001:db8:100::10"
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_SETPCAP, CAP_SYS_ADMIN = 12, 13, 8, 21
 KEEP = 1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW
 NOBODY = "65534"
@@ -78,47 +71,16 @@ class Wrapped:
         return self.ns.popen(*self.prefix, *args, **kw)
 
 
-@dataclass
-class Net:
-    sw: netlab.Netns
-    vm: netlab.Netns
-    vm_tx: socket.socket
-
-    def rarp_from_vm(self) -> None:
-        self.vm_tx.send(rarp_request_frame(bytes.fromhex(VM_MAC.replace(":", ""))))
-
-    def entries(self) -> dict[str, dict[str, Any]]:
-        out = self.sw.run("ip", "-j", "neigh", "show", "dev", "br100").stdout
-        return {e["dst"]: e for e in json.loads(out)}
-
-
-@pytest.fixture
-def net(lab: netlab.Lab) -> Iterator[Net]:
-    sw, vm = netlab.access_switch(
-        lab,
-        VM_MAC,
-        SVI_MAC,
-        [f"{VM_V4}/24", f"{VM_V6}/64"],
-        ["192.0.2.252/24", "2001:db8:100::252/64"],
-    )
-    for ip in (VM_V4, VM_V6):
-        sw.remote_neighbor(ip, VM_MAC)
-    vm_tx = vm.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    vm_tx.bind(("eth0", 0))
-    yield Net(sw, vm, vm_tx)
-    vm_tx.close()
-
-
 def is_probe(f: netlab.Frame) -> bool:
     p = Ether(f.data)
     return not f.outgoing and p.src == SVI_MAC and (ARP in p or ICMPv6ND_NS in p)
 
 
-def serves_and_takes_over(net: Net, d: DaemonProc) -> None:
+def serves_and_takes_over(net: AccessNet, d: DaemonProc) -> None:
     """End to end after the drop: a RARP gets probes, the answers a takeover
     (RTM_NEWNEIGH replace: CAP_NET_ADMIN), the kernel holds the local entries."""
     cap = net.vm.capture("eth0")
-    net.rarp_from_vm()
+    net.rarp()
     cap.wait_for(2, match=is_probe)
     d.wait_event("takeover", count=2)
     d.wait_event("confirmed", count=2)
@@ -136,7 +98,7 @@ def daemon_pid(d: DaemonProc) -> int:
     return pid
 
 
-def test_root_start_keeps_exactly_net_raw_and_net_admin_and_still_works(net: Net) -> None:
+def test_root_start_keeps_exactly_net_raw_and_net_admin_and_still_works(net: AccessNet) -> None:
     mine = proc_caps("self")
     d = DaemonProc(net.sw).ready()
     c = proc_caps(daemon_pid(d))
@@ -153,7 +115,9 @@ def test_root_start_keeps_exactly_net_raw_and_net_admin_and_still_works(net: Net
     assert d.stop() == 0
 
 
-def test_dry_run_keeps_net_admin_so_that_sighup_can_turn_it_off(net: Net, tmp_path: Path) -> None:
+def test_dry_run_keeps_net_admin_so_that_sighup_can_turn_it_off(
+    net: AccessNet, tmp_path: Path
+) -> None:
     """dry-run is not a restart key: after a SIGHUP that turns it off, the
     daemon writes neighbor entries, which needs the CAP_NET_ADMIN it kept."""
     conf = tmp_path / "rarp-reply.toml"
@@ -161,7 +125,7 @@ def test_dry_run_keeps_net_admin_so_that_sighup_can_turn_it_off(net: Net, tmp_pa
     d = DaemonProc(net.sw, "--config", str(conf)).ready()
     c = proc_caps(daemon_pid(d))
     assert c["CapEff"] == c["CapPrm"] == c["CapBnd"] == KEEP and c["CapInh"] == c["CapAmb"] == 0
-    net.rarp_from_vm()
+    net.rarp()
     d.wait_event("dry-run", match=lambda e: e["would"] == "send", count=2)
     got = net.entries()
     for ip in (VM_V4, VM_V6):  # nothing changed: EVPN's entries are as they were
@@ -173,7 +137,7 @@ def test_dry_run_keeps_net_admin_so_that_sighup_can_turn_it_off(net: Net, tmp_pa
     assert d.stop() == 0
 
 
-def test_dry_run_started_without_net_admin_keeps_net_raw_only(net: Net) -> None:
+def test_dry_run_started_without_net_admin_keeps_net_raw_only(net: AccessNet) -> None:
     # capsh runs `bash -c 'exec "$0" "$@"' python -m rarp_replay ...`: the daemon
     # replaces the shell, as root, with CAP_NET_ADMIN gone from the bounding set.
     shell = ("capsh", "--drop=cap_net_admin", "--", "-c", 'exec "$0" "$@"')
@@ -185,7 +149,7 @@ def test_dry_run_started_without_net_admin_keeps_net_raw_only(net: Net) -> None:
     assert d.stop() == 0
 
 
-def test_started_with_only_net_raw_and_net_admin_the_drop_succeeds(net: Net) -> None:
+def test_started_with_only_net_raw_and_net_admin_the_drop_succeeds(net: AccessNet) -> None:
     """Root, but the bounding set already holds only the two (no CAP_SETPCAP):
     nothing to drop, and the drop must not fail for want of CAP_SETPCAP."""
     setpriv = ("setpriv", "--inh-caps=-all", "--bounding-set=-all,+net_raw,+net_admin")
@@ -201,7 +165,7 @@ def test_started_with_only_net_raw_and_net_admin_the_drop_succeeds(net: Net) -> 
     assert d.stop() == 0
 
 
-def test_unprivileged_user_with_ambient_caps_and_a_full_bounding_set(net: Net) -> None:
+def test_unprivileged_user_with_ambient_caps_and_a_full_bounding_set(net: AccessNet) -> None:
     """An unprivileged user given the two as ambient capabilities, the bounding
     set left full (a hand-written unit without CapabilityBoundingSet=): without
     CAP_SETPCAP the bounding set cannot be narrowed. The daemon says so and
@@ -222,6 +186,8 @@ def test_unprivileged_user_with_ambient_caps_and_a_full_bounding_set(net: Net) -
     assert c["CapBnd"] == full and c["NoNewPrivs"] == 1
     [line] = d.of("privileges")
     assert line["level"] == "warning" and "CAP_SETPCAP" in line["note"]
+    # The full bounding set is counted, not ~40 names on one line.
+    assert line["bounding"] == f"{bin(full).count('1')} caps", line["bounding"]
     assert line["kept"] == ["CAP_NET_ADMIN", "CAP_NET_RAW"]
     serves_and_takes_over(net, d)
     assert d.stop() == 0
@@ -250,7 +216,7 @@ os.execv(sys.argv[1], sys.argv[1:])
 """
 
 
-def test_a_failed_drop_is_one_line_and_exit_1(net: Net) -> None:
+def test_a_failed_drop_is_one_line_and_exit_1(net: AccessNet) -> None:
     machine = platform.machine()
     if machine not in _CAPSET_NR:
         pytest.skip(f"no capset syscall number for {machine}")

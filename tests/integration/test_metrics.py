@@ -15,24 +15,18 @@ import signal
 import socket
 import sys
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-import netlab
 import rarp_replay
-from daemon_proc import DaemonProc
-from rarp_replay.frames.arp import rarp_request_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
+from tests.support.fixtures import VM_MAC, AccessNet
+from tests.support.prometheus import samples
 
 pytestmark = pytest.mark.netns
 
-VM_MAC = "52:54:00:12:34:56"
 OTHER_MAC = "52:54:00:ff:ff:01"
-SVI_MAC = "02:00:00:00:01:00"
-VM_V4 = "192.0.2.10"
-VM_V6 = "2001:db8:100::10"
 P = "rarp_replay_"
 
 
@@ -43,12 +37,7 @@ def scrape(ns: netlab.Netns, address: str = "127.0.0.1:9464") -> dict[str, float
     with netlab.entered(ns.name), opener.open(f"http://{address}/metrics", timeout=5) as r:
         assert r.status == 200
         text = r.read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
+    return samples(text)
 
 
 def scrape_until(ns: netlab.Netns, series: str, value: float) -> dict[str, float]:
@@ -63,34 +52,7 @@ def scrape_until(ns: netlab.Netns, series: str, value: float) -> dict[str, float
     return last
 
 
-@dataclass
-class Net:
-    sw: netlab.Netns
-    vm: netlab.Netns
-    vm_tx: socket.socket
-
-    def rarp(self, mac: str) -> None:
-        self.vm_tx.send(rarp_request_frame(bytes.fromhex(mac.replace(":", ""))))
-
-
-@pytest.fixture
-def net(lab: netlab.Lab) -> Iterator[Net]:
-    sw, vm = netlab.access_switch(
-        lab,
-        VM_MAC,
-        SVI_MAC,
-        [f"{VM_V4}/24", f"{VM_V6}/64"],
-        ["192.0.2.252/24", "2001:db8:100::252/64"],
-    )
-    for ip in (VM_V4, VM_V6):
-        sw.remote_neighbor(ip, VM_MAC)
-    tx = vm.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    tx.bind(("eth0", 0))
-    yield Net(sw, vm, tx)
-    tx.close()
-
-
-def test_a_migration_moves_the_counters_and_the_confirmation_histogram(net: Net) -> None:
+def test_a_migration_moves_the_counters_and_the_confirmation_histogram(net: AccessNet) -> None:
     d = DaemonProc(net.sw, "--metrics", "127.0.0.1:9464").ready()
     # Listening before "ready" (the log says so in that order), and every
     # series is there from the start.
@@ -162,7 +124,7 @@ def test_a_migration_moves_the_counters_and_the_confirmation_histogram(net: Net)
     assert d.stop() == 0
 
 
-def test_capture_kernel_drops_are_counted_across_scrapes(net: Net) -> None:
+def test_capture_kernel_drops_are_counted_across_scrapes(net: AccessNet) -> None:
     # The smallest receive buffer (the kernel doubles it: 8 KiB, a handful of
     # frames per capture socket), and the daemon stopped while a burst arrives:
     # the kernel must drop most of it (packet_rcv(): sk_rmem_alloc >= sk_rcvbuf).
@@ -206,14 +168,22 @@ def test_ipv6_listen_address_and_bind_failures_are_one_line(lab: netlab.Lab) -> 
     d = DaemonProc(ns, "--metrics", "[::1]:9464").ready()
     assert scrape(ns, "[::1]:9464")[f"{P}rounds_active"] == 0
 
-    def second(address: str) -> tuple[int, list[str]]:
-        proc = ns.run(sys.executable, "-m", "rarp_replay", "--metrics", address, check=False)
+    # A port taken by another program (a second daemon in this namespace would be
+    # refused before it opens anything: one daemon per namespace, checked below).
+    other = lab.netns("m2")
+    holder = other.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    holder.bind(("::1", 9464))
+    holder.listen()
+
+    def second(address: str, where: netlab.Netns = other) -> tuple[int, list[str]]:
+        proc = where.run(sys.executable, "-m", "rarp_replay", "--metrics", address, check=False)
         return proc.returncode, proc.stderr.strip().splitlines()
 
     assert second("[::1]:9464") == (
         1,
         ["rarp-reply: error: cannot serve metrics on [::1]:9464: Address already in use"],
     )
+    holder.close()
     assert second("192.0.2.99:9464") == (
         1,
         ["rarp-reply: error: cannot serve metrics on 192.0.2.99:9464: "
@@ -222,6 +192,11 @@ def test_ipv6_listen_address_and_bind_failures_are_one_line(lab: netlab.Lab) -> 
     # A usage error is exit 2, before anything is opened.
     rc, err = second("[::1]9464")
     assert rc == 2 and err[-1].startswith("rarp-reply: error: argument --metrics: ")
+    assert second("[::1]:9464", ns) == (
+        1,
+        [f"rarp-reply: error: another rarp-reply (PID {d.proc.pid}) already serves this "
+         "network namespace"],
+    )  # fmt: skip
     # The first daemon was not disturbed.
     assert scrape(ns, "[::1]:9464")[f"{P}rounds_active"] == 0
     assert d.stop() == 0

@@ -21,11 +21,13 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
@@ -44,6 +46,20 @@ _setns_lock = threading.RLock()  # re-entrant: entered() may nest
 RUN_ID = f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"
 
 _live_labs: list[Lab] = []
+
+ROOT = Path(__file__).resolve().parents[2]  # the project root
+
+T = TypeVar("T")
+
+# Every bounded wait below (and in daemon_proc, fabric) lasts `timeout * TIME_SCALE`.
+# 1 on real hardware; tests/vm/runner.py raises it in QEMU guests without KVM, where the CPU
+# is emulated (TCG) and everything, FRR's convergence included, runs several times slower.
+TIME_SCALE = float(os.environ.get("RARP_REPLAY_TIME_SCALE", "1"))
+
+
+def deadline(timeout: float) -> float:
+    """The monotonic time at which a wait of `timeout` seconds gives up."""
+    return time.monotonic() + timeout * TIME_SCALE
 
 
 def have_root() -> bool:
@@ -85,16 +101,23 @@ def run(args: Sequence[str], check: bool = True, **kw: Any) -> subprocess.Comple
     return proc
 
 
+def run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` from the project root, where `tests` and `benchmarks` import as
+    packages (how the benchmarks and the atheris target run); the exit status is the caller's
+    to check."""
+    return run([sys.executable, "-m", module, *args], check=False, timeout=timeout, cwd=ROOT)
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01, what: str = ""
 ) -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    end = deadline(timeout)
     while True:
         value = predicate()
         if value:
             return value
-        if time.monotonic() > deadline:
+        if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
 
@@ -158,6 +181,12 @@ class Netns:
         cap = Capture(self, ifname, predicate)
         self.lab.captures.append(cap)
         return cap
+
+
+def mac_of(kind: int, i: int) -> bytes:
+    """The `i`-th of a family of MACs: 02:<kind>:<i as 4 octets>, locally administered unicast
+    (IEEE 802: bit 1 of the first octet set, bit 0 clear), so it is never a real NIC's."""
+    return bytes([0x02, kind]) + i.to_bytes(4, "big")
 
 
 def access_switch(
@@ -234,6 +263,78 @@ def close_all_labs() -> None:
         lab.close()
 
 
+class Reader(Generic[T]):
+    """A socket read by one background thread into `items`, for tests to wait on.
+
+    Subclasses say what one read yields (`read`: zero or more items); this class owns the
+    thread, the lock and the bounded waits, so a test never sleeps blindly. A subclass sets
+    its own attributes before calling `__init__`, which starts the thread.
+    """
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        self.items: list[T] = []
+        self._where = where
+        self._cond = threading.Condition()
+        self._sock = sock
+        self._sock.settimeout(0.1)  # how often the thread looks at `_stop`
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"reader {where}")
+        self._thread.start()
+
+    def read(self, sock: socket.socket) -> list[T]:
+        """One blocking read of `sock` (at most the timeout): the items it yields."""
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop:
+            try:
+                got = self.read(self._sock)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                # A packet socket bound while its device was down: the kernel queues ENETDOWN
+                # once (packet_do_bind) and re-registers the socket when the device comes up
+                # (packet_notifier): keep reading.
+                if exc.errno == errno.ENETDOWN and not self._stop:
+                    continue
+                return
+            if got:
+                with self._cond:
+                    self.items.extend(got)
+                    self._cond.notify_all()
+
+    def wait_for(
+        self, count: int = 1, timeout: float = 5.0, match: Callable[[T], bool] | None = None
+    ) -> list[T]:
+        """Wait until at least `count` matching items were read; return them."""
+        end = deadline(timeout)
+        with self._cond:
+            while True:
+                got = [x for x in self.items if match is None or match(x)]
+                if len(got) >= count:
+                    return got
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"captured {len(got)} of {count} expected items on {self._where} "
+                        f"in {timeout}s"
+                    )
+                self._cond.wait(left)
+
+    def matching(self, match: Callable[[T], bool] | None = None) -> list[T]:
+        with self._cond:
+            return [x for x in self.items if match is None or match(x)]
+
+    def clear(self) -> None:
+        with self._cond:
+            self.items.clear()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=1)
+        self._sock.close()
+
+
 @dataclass
 class Frame:
     data: bytes
@@ -243,88 +344,38 @@ class Frame:
     vlan: int | None = None  # VLAN id the kernel moved from the frame into PACKET_AUXDATA
 
 
-@dataclass
-class Capture:
-    """All frames crossing `ifname` in `ns` (both directions), kernel-timestamped.
+class Capture(Reader[Frame]):
+    """All frames crossing `ifname` in `ns` (both directions), kernel-timestamped, those
+    `predicate` keeps (all when None)."""
 
-    A background thread reads an AF_PACKET/ETH_P_ALL socket; `wait_for` is a
-    bounded wait on a real condition (so tests never sleep blindly).
-    """
+    def __init__(
+        self, ns: Netns, ifname: str, predicate: Callable[[bytes], bool] | None = None
+    ) -> None:
+        self.ns, self.ifname, self.predicate = ns, ifname, predicate
+        sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.setsockopt(SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        sock.bind((ifname, ETH_P_ALL))
+        super().__init__(sock, f"{ns.name}/{ifname}")
 
-    ns: Netns
-    ifname: str
-    predicate: Callable[[bytes], bool] | None = None
-    frames: list[Frame] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._cond = threading.Condition()
-        self._sock = self.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self._sock.setsockopt(SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self._sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-        self._sock.bind((self.ifname, ETH_P_ALL))
-        self._sock.settimeout(0.1)
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop:
-            try:
-                data, anc, _flags, addr = self._sock.recvmsg(65535, 256)
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                # Bound while the device was down: the kernel queues ENETDOWN
-                # once (packet_do_bind) and re-registers the socket when the
-                # device comes up (packet_notifier): keep reading.
-                if exc.errno == errno.ENETDOWN and not self._stop:
-                    continue
-                return
-            if self.predicate is not None and not self.predicate(data):
-                continue
-            ts = time.time()
-            vlan = None
-            for level, kind, payload in anc:
-                if level == SOL_PACKET and kind == PACKET_AUXDATA and len(payload) >= 20:
-                    status = int.from_bytes(payload[0:4], "little")
-                    if status & TP_STATUS_VLAN_VALID:
-                        vlan = int.from_bytes(payload[16:18], "little") & 0x0FFF
-                if level == SOL_SOCKET and kind == SCM_TIMESTAMPNS:
-                    sec, nsec = (
-                        int.from_bytes(payload[:8], "little"),
-                        int.from_bytes(payload[8:16], "little"),
-                    )
-                    ts = sec + nsec / 1e9
-            with self._cond:
-                self.frames.append(Frame(data, ts, addr[2] == PACKET_OUTGOING, addr[0], vlan))
-                self._cond.notify_all()
-
-    def wait_for(
-        self, count: int = 1, timeout: float = 5.0, match: Callable[[Frame], bool] | None = None
-    ) -> list[Frame]:
-        """Wait until at least `count` matching frames were captured; return them."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                got = [f for f in self.frames if match is None or match(f)]
-                if len(got) >= count:
-                    return got
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"captured {len(got)} of {count} expected frames on "
-                        f"{self.ns.name}/{self.ifname} in {timeout}s"
-                    )
-                self._cond.wait(left)
-
-    def matching(self, match: Callable[[Frame], bool] | None = None) -> list[Frame]:
-        with self._cond:
-            return [f for f in self.frames if match is None or match(f)]
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=1)
-        self._sock.close()
+    def read(self, sock: socket.socket) -> list[Frame]:
+        data, anc, _flags, addr = sock.recvmsg(65535, 256)
+        if self.predicate is not None and not self.predicate(data):
+            return []
+        ts = time.time()
+        vlan = None
+        for level, kind, payload in anc:
+            if level == SOL_PACKET and kind == PACKET_AUXDATA and len(payload) >= 20:
+                status = int.from_bytes(payload[0:4], "little")
+                if status & TP_STATUS_VLAN_VALID:
+                    vlan = int.from_bytes(payload[16:18], "little") & 0x0FFF
+            if level == SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+                sec, nsec = (
+                    int.from_bytes(payload[:8], "little"),
+                    int.from_bytes(payload[8:16], "little"),
+                )
+                ts = sec + nsec / 1e9
+        return [Frame(data, ts, addr[2] == PACKET_OUTGOING, addr[0], vlan)]
 
 
 def _sigterm(signum: int, frame: object) -> None:

@@ -35,7 +35,6 @@ import socket
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -45,14 +44,14 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
-from daemon_proc import DaemonProc
-from netlab import Capture, Lab, Netns, run, wait_until
 from rarp_replay.frames.arp import ArpOp, ArpPacket, rarp_request_frame
 from rarp_replay.frames.ethernet import ETH_P_ARP, EthernetFrame
 from rarp_replay.frames.ipv6 import internet_checksum, multicast_mac
 from rarp_replay.frames.ipv6 import solicited_node as solicited_node_of
 from rarp_replay.frames.ndp import ns_frame as build_ns_frame
-from rarp_replay.macaddr import BROADCAST, format_mac
+from rarp_replay.macaddr import BROADCAST, format_mac, parse_mac
+from tests.support.daemon_proc import DaemonProc
+from tests.support.netlab import Capture, Lab, Netns, Reader, run, wait_until
 
 VM_MAC = "52:54:00:aa:00:01"
 VM_IP4 = "192.0.2.10"
@@ -93,26 +92,18 @@ NUD_NAMES = {
 RTPROT_ZEBRA = 11
 
 
-def mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
-
-
-def mac_str(raw: bytes) -> str:
-    return format_mac(raw)
-
-
 # Frames the lab sends by hand, built with the project's codecs (string-typed
 # wrappers for the scenarios' convenience).
 
 
 def rarp_frame(mac: str) -> bytes:
     """A QEMU-style RARP request (reverse request, target = sender = the VM's MAC)."""
-    return rarp_request_frame(mac_bytes(mac))
+    return rarp_request_frame(parse_mac(mac))
 
 
 def _arp_request(src_mac: str, src_ip: str, dst_ip: str, eth_dst: bytes) -> bytes:
     # Target hardware address zero, as a resolving host sends it (RFC 826).
-    src = mac_bytes(src_mac)
+    src = parse_mac(src_mac)
     pkt = ArpPacket(
         ArpOp.REQUEST, src, IPv4Address(src_ip).packed, bytes(6), IPv4Address(dst_ip).packed
     )
@@ -121,7 +112,7 @@ def _arp_request(src_mac: str, src_ip: str, dst_ip: str, eth_dst: bytes) -> byte
 
 def arp_request_frame(src_mac: str, src_ip: str, dst_ip: str, dst_mac: str | None = None) -> bytes:
     """An ARP request; unicast to `dst_mac` when given (the original design's probe)."""
-    return _arp_request(src_mac, src_ip, dst_ip, mac_bytes(dst_mac) if dst_mac else BROADCAST)
+    return _arp_request(src_mac, src_ip, dst_ip, parse_mac(dst_mac) if dst_mac else BROADCAST)
 
 
 def ns_frame(
@@ -147,9 +138,9 @@ def ns_frame(
     group = solicited_node_of(target)
     if solicited_node is None:
         solicited_node = dst_mac is None
-    eth_dst = mac_bytes(dst_mac) if dst_mac else multicast_mac(group)
+    eth_dst = parse_mac(dst_mac) if dst_mac else multicast_mac(group)
     return build_ns_frame(
-        mac_bytes(src_mac),
+        parse_mac(src_mac),
         eth_dst,
         IPv6Address(src_ip),
         group if solicited_node else target,
@@ -172,7 +163,7 @@ def udp_frame(
         socket.inet_aton(src_ip), socket.inet_aton(dst_ip),
     )  # fmt: skip
     ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
-    return (mac_bytes(dst_mac) + mac_bytes(src_mac) + b"\x08\x00" + ip + udp).ljust(60, b"\x00")
+    return (parse_mac(dst_mac) + parse_mac(src_mac) + b"\x08\x00" + ip + udp).ljust(60, b"\x00")
 
 
 # --------------------------------------------------------------------------- netlink
@@ -220,12 +211,12 @@ def _parse_neigh(kind: str, payload: bytes, now: float) -> NeighEvent:
     if NDA_DST in attrs:
         raw = attrs[NDA_DST]
         dst = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
-    lladdr = mac_str(attrs[NDA_LLADDR]) if len(attrs.get(NDA_LLADDR, b"")) == 6 else None
+    lladdr = format_mac(attrs[NDA_LLADDR]) if len(attrs.get(NDA_LLADDR, b"")) == 6 else None
     proto = attrs[NDA_PROTOCOL][0] if NDA_PROTOCOL in attrs else None
     return NeighEvent(now, kind, family, ifindex, dst, lladdr, state, flags, proto)
 
 
-class NeighMonitor:
+class NeighMonitor(Reader[NeighEvent]):
     """Background rtnetlink listener (RTMGRP_NEIGH) inside one namespace.
 
     Our own socket rather than `ip monitor`: events are stamped the moment the
@@ -235,62 +226,31 @@ class NeighMonitor:
 
     def __init__(self, ns: Netns) -> None:
         self.ns = ns
-        self.events: list[NeighEvent] = []
-        self._cond = threading.Condition()
-        self._sock = ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self._sock.bind((0, RTMGRP_NEIGH))
-        self._sock.settimeout(0.1)
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        sock = ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((0, RTMGRP_NEIGH))
+        super().__init__(sock, f"{ns.name} rtnetlink")
 
-    def _loop(self) -> None:
-        while not self._stop:
-            try:
-                data = self._sock.recv(1 << 16)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            now = time.time()
-            got = []
-            off = 0
-            while off + 16 <= len(data):
-                mlen, mtype = struct.unpack_from("=IH", data, off)
-                if mlen < 16:
-                    break
-                if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
-                    kind = "new" if mtype == RTM_NEWNEIGH else "del"
-                    got.append(_parse_neigh(kind, data[off + 16 : off + mlen], now))
-                off += (mlen + 3) & ~3
-            with self._cond:
-                self.events.extend(got)
-                self._cond.notify_all()
+    def read(self, sock: socket.socket) -> list[NeighEvent]:
+        data = sock.recv(1 << 16)
+        now = time.time()
+        got = []
+        off = 0
+        while off + 16 <= len(data):
+            mlen, mtype = struct.unpack_from("=IH", data, off)
+            if mlen < 16:
+                break
+            if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                kind = "new" if mtype == RTM_NEWNEIGH else "del"
+                got.append(_parse_neigh(kind, data[off + 16 : off + mlen], now))
+            off += (mlen + 3) & ~3
+        return got
 
-    def matching(self, match: Callable[[NeighEvent], bool]) -> list[NeighEvent]:
-        with self._cond:
-            return [e for e in self.events if match(e)]
-
-    def wait_for(
+    def first(
         self, match: Callable[[NeighEvent], bool], timeout: float = 5.0, since: float = 0.0
     ) -> NeighEvent:
         """First event at or after `since` satisfying `match`; AssertionError after `timeout`."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for e in self.events:
-                    if e.time >= since and match(e):
-                        return e
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no matching neighbour event on {self.ns.name}")
-                self._cond.wait(left)
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=1)
-        self._sock.close()
+        return self.wait_for(timeout=timeout, match=lambda e: e.time >= since and match(e))[0]
 
 
 # --------------------------------------------------------------------------- BGP on the wire
@@ -318,7 +278,7 @@ def _parse_evpn_nlri(buf: bytes) -> list[tuple[str, str | None]]:
         if rtype != 2 or len(body) < 23:
             continue
         # RD(8) ESI(10) ETag(4) maclen(1) mac(6) iplen(1) ip
-        mac = mac_str(body[23:29])
+        mac = format_mac(body[23:29])
         iplen = body[29]
         ip = None
         if iplen == 32:
@@ -797,7 +757,8 @@ class EvpnFabric:
         return procs
 
     def migrate(self) -> float:
-        """Re-plug the VM's cable to the other hypervisor (or leaf); time.time() when done.
+        """Re-plug the VM's cable to the other hypervisor (or leaf); time.time() when it was
+        moved (returned once the kernel has it up and forwarding).
 
         Moving a veth end to another namespace brings it down; it is
         enslaved and set up again at the destination. The VM sees only a
@@ -808,7 +769,26 @@ class EvpnFabric:
         self.ns[src].ip("link", "set", "vmtap", "netns", self.ns[dst].name)
         self.ns[dst].ip("link", "set", "vmtap", "master", self._bridge_of(dst), "up")
         self.vm_location = dst
-        return time.time()
+        replugged = time.time()
+        # The cable is in when the kernel says so: until linkwatch has seen the carrier
+        # (rate-limited to one run a second, net/core/link_watch.c), both veth ends keep
+        # the noop qdisc and drop what is sent, and the bridge port forwards nothing. A
+        # hypervisor announces a resumed guest through a tap that is up.
+        wait_until(
+            lambda: self._link_up(self.vm, "eth0") and self._forwarding(dst, "vmtap"),
+            timeout=5.0,
+            what="the re-plugged cable up and forwarding",
+        )
+        return replugged
+
+    @staticmethod
+    def _link_up(ns: Netns, ifname: str) -> bool:
+        [link] = json.loads(ns.ip("-j", "link", "show", "dev", ifname).stdout)
+        return bool(link.get("operstate") == "UP")
+
+    def _forwarding(self, where: str, port: str) -> bool:
+        out = self.ns[where].run("bridge", "-j", "link", "show", "dev", port).stdout
+        return any(p.get("state") == "forwarding" for p in json.loads(out or "[]"))
 
     @property
     def vm_leaf(self) -> str:

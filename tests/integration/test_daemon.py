@@ -23,9 +23,9 @@ import pytest
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-import netlab
-from daemon_proc import DaemonProc
 from rarp_replay.frames.arp import arp_request_frame, rarp_request_frame
+from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
 
 pytestmark = pytest.mark.netns
 

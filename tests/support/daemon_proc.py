@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import netlab
+from tests.support import netlab
 
 
 class DaemonProc:
@@ -51,7 +51,7 @@ class DaemonProc:
         timeout: float = 10.0,
         count: int = 1,
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
+        deadline = netlab.deadline(timeout)
         with self._cond:
             while True:
                 got = [

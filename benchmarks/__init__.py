@@ -1,0 +1,1 @@
+"""Repeatable measurements, run from the project root as `python -m benchmarks.<name>`."""

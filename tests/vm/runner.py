@@ -1,0 +1,554 @@
+"""Run the tests marked `vm` (and the FRR fabric suite) inside QEMU guests, one per image.
+
+Used by `sudo bash scripts/test-vm`; a tool of the test suite, imported by nothing in
+`rarp_replay`. For each image it boots a Debian kernel with virtme-ng, runs one pytest
+session as root in the guest, and brings pytest's log, its exit status and a JUnit XML file
+back through a directory shared read-write with the guest.
+
+Images:
+  bookworm  this machine's own root filesystem (9p, read-only, virtme-ng's writable
+            overlays), Debian 12's kernel 6.1 (`linux-image-amd64`'s dependency, fetched
+            with `apt-get download` and unpacked), FRR and Python from the host.
+  trixie    a Debian 13 root filesystem built by tests/vm/build-trixie.sh with mmdebstrap:
+            its own kernel 6.12, FRR 10.3, Python 3.13 and a venv with the test
+            dependencies; the checked-out project is shared read-only at /rarp-replay.
+
+Caches live under /var/cache/rarp-replay-vm (CACHE). Each entry is a directory named by
+its key (what it was built from) holding a STAMP file written last, after everything else
+is in place: an entry without the stamp, or whose stamp names another key, is half-built
+or stale and is deleted and rebuilt. Entries are built in a temporary sibling and renamed.
+Inside the guest /var/cache is an empty tmpfs, so the kernel's module tree is shared into
+the guest explicitly (--rodir), and the trixie tree is the guest's root itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path("/var/cache/rarp-replay-vm")
+STAMP = "COMPLETE"
+LOCK = ".lock"
+VNG_VERSION = "1.42"
+IMAGES = ("bookworm", "trixie")
+# What each image's session runs unless pytest arguments are given after `--`. Under TCG a
+# fabric test takes minutes (README "Tests in VMs"), so to keep `.ci/run` near its budget
+# both images run the tests marked vm and the fabric suite's core: one migration per address
+# family, one round for RARPs + FDB move, and the RARP-less FDB trigger. The rest of the
+# fabric suite runs on the host, and in the images with --full.
+FABRIC_CORE = (
+    "ipv4_route_restored or ipv6_route_restored or rarps_and_fdb_move_make_one_round"
+    " or first_frame_triggers_fdb_move_round"
+)
+FULL_PYTEST = ["tests/vm", "tests/fabric", "-m", "vm or fabric"]
+DEFAULT_PYTEST = [*FULL_PYTEST, "-k", f"not fabric or {FABRIC_CORE}"]
+# Guest size: the fabric lab runs three FRR instances per leaf pair plus pytest.
+MEMORY = "3G"
+CPUS = 2
+# Under TCG the guest runs code several times slower than the host (measured: see README);
+# the tests' bounded waits (tests/support/netlab.py TIME_SCALE) are stretched by this factor there.
+TCG_TIME_SCALE = 8.0
+# Where the project is seen in the trixie guest (the image's venv has a .pth for its src/).
+GUEST_REPO = "/rarp-replay"
+GUEST_RESULTS = "/tmp/rarp-replay-vm-results"
+TRIXIE_PYTHON = "/opt/rarp-replay-venv/bin/python"
+# Test dependencies not installed in the trixie image: the gate tools (ruff, mypy run on
+# the host) and atheris (fuzzing, tests/reliability: never run in the VM).
+NOT_IN_IMAGE = {"mypy", "ruff", "atheris"}
+# The trixie image is rebuilt after this many days even if its recipe did not change, so
+# Debian's point releases and security updates (kernel, FRR) reach it.
+TRIXIE_MAX_AGE_DAYS = 30
+
+
+def log(msg: str) -> None:
+    print(f"test-vm: {msg}", file=sys.stderr, flush=True)
+
+
+class VmError(Exception):
+    """A failure of the runner itself (cache build, boot, timeout): one line for the user."""
+
+
+def run(args: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(args), capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        raise VmError(f"command failed ({proc.returncode}): {shlex.join(args)}\n" + "\n".join(tail))
+    return proc  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- caches
+
+
+@contextlib.contextmanager
+def cache_entry(kind: str, key: str) -> Iterator[tuple[Path, Path | None]]:
+    """Yield (final dir, build dir or None). With a build dir the caller fills it; on a clean
+    exit the stamp is written last and the dir renamed into place. Other keys of the same
+    kind are stale and removed, as is anything left by an interrupted build."""
+    parent = CACHE / kind
+    parent.mkdir(parents=True, exist_ok=True)
+    final = parent / key
+    # One builder at a time per kind (two runs may start together on one machine).
+    lock = os.open(parent / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield from _cache_entry_locked(parent, final, key)
+    finally:
+        os.close(lock)
+
+
+def _cache_entry_locked(parent: Path, final: Path, key: str) -> Iterator[tuple[Path, Path | None]]:
+    for other in parent.iterdir():
+        if other != final and other.name != LOCK:
+            log(f"removing stale or half-built cache {other}")
+            shutil.rmtree(other, ignore_errors=True)
+    stamp = final / STAMP
+    if stamp.is_file() and stamp.read_text().strip() == key:
+        yield final, None
+        return
+    if final.exists():
+        log(f"cache {final} has no completion stamp: rebuilding it")
+        shutil.rmtree(final)
+    build = Path(tempfile.mkdtemp(prefix=f".{key}.building-", dir=parent))
+    try:
+        yield final, build
+        (build / STAMP).write_text(key + "\n")
+        build.rename(final)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def vng_binary() -> Path:
+    """virtme-ng in its own venv (a host tool; the guest never imports it)."""
+    with cache_entry("virtme-ng", f"virtme-ng-{VNG_VERSION}") as (final, build):
+        if build is not None:
+            log(f"installing virtme-ng {VNG_VERSION} into {final}")
+            base = getattr(sys, "_base_executable", sys.executable)
+            run([base, "-m", "venv", str(build / "venv")])
+            run([str(build / "venv/bin/pip"), "install", "-q", f"virtme-ng=={VNG_VERSION}"])
+            # The venv's scripts hard-code the build path in their #! line: re-create them
+            # by re-running pip with the final path is costly, so fix the shebangs instead.
+            for script in (build / "venv/bin").iterdir():
+                if script.is_file() and not script.is_symlink():
+                    data = script.read_bytes()
+                    if data.startswith(b"#!"):
+                        script.write_bytes(
+                            data.replace(str(build).encode(), str(final).encode(), 1)
+                        )
+    return final / "venv/bin/vng"
+
+
+@dataclass
+class Kernel:
+    image: Path  # the vmlinuz
+    version: str  # its uname -r
+    moddir_root: Path | None  # a tree holding lib/modules/<version>, shared into the guest
+
+
+def bookworm_kernel() -> Kernel:
+    """Debian 12's stock kernel: the package linux-image-amd64 depends on, unpacked."""
+
+    def resolve() -> tuple[str, str]:
+        out = run(["apt-cache", "depends", "linux-image-amd64"]).stdout
+        m = re.search(r"Depends: (linux-image-[0-9][^\s]*-amd64)", out)
+        if not m:
+            raise VmError("apt-cache knows no linux-image-amd64 (run apt-get update)")
+        pkg = m.group(1)
+        policy = run(["apt-cache", "policy", pkg]).stdout
+        v = re.search(r"Candidate: (\S+)", policy)
+        if not v or v.group(1) == "(none)":
+            raise VmError(f"no candidate version for {pkg} (run apt-get update)")
+        return pkg, v.group(1)
+
+    pkg, version = resolve()
+    kver = pkg.removeprefix("linux-image-")
+    key = f"{pkg}_{version}".replace(":", "%")
+    with cache_entry("kernel-bookworm", key) as (final, build):
+        if build is not None:
+            log(f"fetching {pkg} {version} (apt-get download, dpkg -x)")
+            try:
+                run(["apt-get", "download", f"{pkg}={version}"], cwd=build)
+            except VmError:
+                log("apt-get download failed: refreshing the package index once")
+                run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-qq"])
+                run(["apt-get", "download", f"{pkg}={version}"], cwd=build)
+            (deb,) = build.glob("*.deb")
+            run(["dpkg", "-x", str(deb), str(build / "tree")])
+            deb.unlink()
+            # The .deb ships no modules.dep (its postinst runs depmod): make it here so that
+            # neither virtme-ng on the host nor modprobe in the guest has to.
+            run(["depmod", "-b", str(build / "tree"), kver])
+    tree = final / "tree"
+    image = tree / "boot" / f"vmlinuz-{kver}"
+    if not (image.is_file() and (tree / "lib/modules" / kver / "modules.dep").is_file()):
+        shutil.rmtree(final)
+        raise VmError(f"kernel cache {final} was incomplete: removed, run again")
+    return Kernel(image, kver, tree)
+
+
+def trixie_requirements() -> list[str]:
+    """The project's runtime and test dependencies, as pyproject.toml lists them."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = list(meta["dependencies"]) + list(meta["optional-dependencies"]["test"])
+    keep = []
+    for req in reqs:
+        name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].strip().lower()
+        if name not in NOT_IN_IMAGE:
+            keep.append(req)
+    return keep
+
+
+def trixie_image() -> Path:
+    """The trixie root filesystem, built by build-trixie.sh, keyed by that script, the
+    dependency list and the Debian packages' versions it ended up with (recorded)."""
+    script = Path(__file__).with_name("build-trixie.sh")
+    reqs = trixie_requirements()
+    digest = hashlib.sha256(script.read_bytes() + "\n".join(reqs).encode()).hexdigest()[:16]
+    key = f"trixie-{digest}"
+    parent = CACHE / "image-trixie"
+    stamp = parent / key / STAMP
+    if stamp.is_file():
+        age_days = (time.time() - stamp.stat().st_mtime) / 86400
+        if age_days > TRIXIE_MAX_AGE_DAYS:
+            log(f"trixie image is {age_days:.0f} days old: rebuilding for Debian's updates")
+            stamp.unlink()
+    with cache_entry("image-trixie", key) as (final, build):
+        if build is not None:
+            started = time.monotonic()
+            log(f"building the trixie image {final} (mmdebstrap; takes minutes)")
+            wheels = build / "wheels"
+            wheels.mkdir()
+            (wheels / "requirements.txt").write_text("\n".join(reqs) + "\n")
+            # The host's pip (and its configuration) fetches wheels for the guest's Python.
+            run(
+                [
+                    sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels),
+                    "--only-binary=:all:", "--python-version", "3.13",
+                    "--implementation", "cp", "--platform", "manylinux2014_x86_64",
+                    "--platform", "manylinux_2_17_x86_64", "--platform", "linux_x86_64",
+                    "-r", str(wheels / "requirements.txt"),
+                ]
+            )  # fmt: skip
+            run(["bash", str(script), str(build / "root"), str(wheels)], timeout=3600)
+            shutil.rmtree(wheels)
+            versions = guest_versions_offline(build / "root")
+            (build / "versions.json").write_text(json.dumps(versions, indent=1) + "\n")
+            log(f"trixie image built in {time.monotonic() - started:.0f} s: {versions}")
+    root = final / "root"
+    if not (root / "usr/lib/frr/zebra").is_file() or not Path(root, TRIXIE_PYTHON[1:]).exists():
+        shutil.rmtree(final)
+        raise VmError(f"trixie image {final} was incomplete: removed, run again")
+    return root
+
+
+def guest_versions_offline(root: Path) -> dict[str, str]:
+    """Package versions inside an image, read from its dpkg database."""
+    out = run(
+        ["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\\n",
+         "linux-image-amd64", "frr", "python3"]
+    ).stdout  # fmt: skip
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def trixie_kernel(root: Path) -> Kernel:
+    images = sorted((root / "boot").glob("vmlinuz-*"))
+    if not images:
+        raise VmError(f"no kernel in {root}/boot")
+    image = images[-1]
+    return Kernel(image, image.name.removeprefix("vmlinuz-"), None)
+
+
+# ---------------------------------------------------------------- KVM
+
+
+def kvm_works(vng: Path, kernel: Kernel) -> bool:
+    """Boot the kernel once with KVM (`true` as the command); remembered per host boot.
+
+    On the machines this was written on /dev/kvm exists but nested KVM does not work:
+    `-cpu host` aborts ("failed to set MSR 0x10a") and other CPU models hang in early boot,
+    so a probe with a short bound decides, and TCG is used otherwise."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    memo = CACHE / "kvm-probe.json"
+    with contextlib.suppress(OSError, ValueError):
+        seen = json.loads(memo.read_text())
+        if seen.get("boot_id") == boot_id:
+            return bool(seen["works"])
+    log("probing KVM (one short boot, at most 60 s)")
+    cmd = vng_command(vng, kernel, kvm=True, exec_cmd="true", extra=[])
+    works = False
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc = spawn(cmd, subprocess.DEVNULL)
+        try:
+            works = proc.wait(timeout=60) == 0
+        finally:
+            kill_group(proc)
+    memo.write_text(json.dumps({"boot_id": boot_id, "works": works}) + "\n")
+    log(f"KVM {'works' if works else 'does not work here: using TCG (slower)'}")
+    return works
+
+
+# ---------------------------------------------------------------- guests
+
+
+def spawn(cmd: Sequence[str], stdout: int | object) -> subprocess.Popen[bytes]:
+    # Its own process group, so a hung guest (vng and its qemu) can be killed as a whole.
+    # vng runs its helpers (virtme-run) from PATH: its venv's bin first.
+    env = dict(os.environ, PATH=f"{Path(cmd[0]).parent}:{os.environ.get('PATH', '')}")
+    return subprocess.Popen(
+        list(cmd), stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
+        start_new_session=True, env=env,
+    )  # fmt: skip
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def vng_command(
+    vng: Path, kernel: Kernel, kvm: bool, exec_cmd: str, extra: Sequence[str]
+) -> list[str]:
+    cmd = [str(vng), "--run", str(kernel.image), "--force-9p", "--memory", MEMORY]
+    # --verbose: the kernel's and virtme-ng-init's lines go to console.log (why a boot hung).
+    cmd += ["--cpus", str(CPUS), "--verbose"]
+    if not kvm:
+        cmd.append("--disable-kvm")
+    if kernel.moddir_root is not None:
+        # virtme-ng links the guest's /lib/modules/<version> to this path, which is under
+        # /var/cache: an empty tmpfs in the guest unless shared explicitly.
+        cmd.append(f"--rodir={kernel.moddir_root}={kernel.moddir_root}")
+    return [*cmd, *extra, "--exec", exec_cmd]
+
+
+GUEST_SCRIPT = r"""
+set -u
+out={results}
+{{
+  echo "kernel $(uname -r)"
+  echo "frr    $(/usr/lib/frr/zebra --version 2>/dev/null | head -1)"
+  echo "python $({python} -c 'import sys; print(sys.version.split()[0])')"
+}} > "$out/versions.txt" 2>&1
+cd {repo}
+export RARP_REPLAY_VM={image} RARP_REPLAY_TIME_SCALE={scale}
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+timeout -k 10 {timeout} {python} -m pytest -p no:cacheprovider -ra -v \
+  --junitxml="$out/junit.xml" {args} > "$out/pytest.log" 2>&1
+echo $? > "$out/rc"
+"""
+
+
+@dataclass
+class Outcome:
+    image: str
+    rc: int
+    seconds: float
+    line: str
+
+
+def follow(path: Path, prefix: str, stop: threading.Event) -> None:
+    """Print pytest's log as the guest writes it (the results dir is shared read-write)."""
+    pos = 0
+    while True:
+        done = stop.is_set()
+        with contextlib.suppress(FileNotFoundError):
+            with path.open("rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+            if chunk:
+                text = chunk.decode(errors="replace")
+                last_nl = text.rfind("\n") + 1
+                if not done:
+                    text = text[:last_nl]
+                pos += len(text.encode())
+                for line in text.splitlines():
+                    print(f"[{prefix}] {line}", flush=True)
+        if done:
+            return
+        stop.wait(2)
+
+
+def run_image(
+    image: str,
+    vng: Path,
+    *,
+    pytest_args: Sequence[str],
+    timeout: int,
+    results: Path,
+    time_scale: float,
+) -> Outcome:
+    started = time.monotonic()
+    if image == "bookworm":
+        kernel = bookworm_kernel()
+        repo, python, extra = str(REPO), str(REPO / ".venv/bin/python"), []
+        if not (REPO / ".venv/bin/python").exists():
+            raise VmError("no .venv: run scripts/setup-env first")
+    else:
+        root = trixie_image()
+        kernel = trixie_kernel(root)
+        repo, python = GUEST_REPO, TRIXIE_PYTHON
+        extra = ["--root", str(root), f"--rodir={GUEST_REPO}={REPO}"]
+    kvm = kvm_works(vng, kernel)
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
+    # The guest's own bound is shorter than the host's, so pytest is stopped (and its
+    # summary and XML written) before the guest is killed from outside.
+    script = GUEST_SCRIPT.format(
+        results=GUEST_RESULTS, python=python, repo=shlex.quote(repo), image=image,
+        timeout=max(60, timeout - 120), args=shlex.join(pytest_args),
+        scale=1 if kvm else time_scale,
+    )  # fmt: skip
+    script_file = results / "run.sh"
+    script_file.write_text(script)
+    cmd = vng_command(
+        vng, kernel, kvm, f"bash {GUEST_RESULTS}/run.sh",
+        [*extra, f"--rwdir={GUEST_RESULTS}={results}"],
+    )  # fmt: skip
+    log(f"{image}: booting {kernel.version} ({'KVM' if kvm else 'TCG'}), timeout {timeout} s")
+    stop = threading.Event()
+    tail = threading.Thread(target=follow, args=(results / "pytest.log", image, stop))
+    tail.start()
+    with (results / "console.log").open("wb") as console:
+        proc = spawn(cmd, console)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            stop.set()
+            tail.join()
+            raise VmError(
+                f"{image}: the guest did not finish within {timeout} s and was killed"
+                f" (console: {results / 'console.log'})"
+            ) from None
+        finally:
+            kill_group(proc)
+            stop.set()
+            tail.join()
+    seconds = time.monotonic() - started
+    rc_file = results / "rc"
+    if not rc_file.is_file():
+        console_tail = (results / "console.log").read_text(errors="replace").splitlines()[-20:]
+        raise VmError(
+            f"{image}: the guest ended (vng exit {proc.returncode}) without running pytest"
+            " to its end; console:\n" + "\n".join(console_tail)
+        )
+    rc = int(rc_file.read_text().strip() or 1)
+    return Outcome(image, rc, seconds, junit_line(results / "junit.xml"))
+
+
+def junit_line(path: Path) -> str:
+    try:
+        suite = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        return f"no JUnit XML ({exc})"
+    if suite.tag == "testsuites":
+        suite = suite[0]
+    get = suite.attrib.get
+    return (
+        f"{get('tests')} tests: {get('failures')} failed, {get('errors')} errors,"
+        f" {get('skipped')} skipped"
+    )
+
+
+def summary(image: str, results: Path, outcome: Outcome) -> str:
+    lines = [f"==== {image} ====="]
+    lines += (results / "versions.txt").read_text(errors="replace").splitlines()
+    log_lines = (results / "pytest.log").read_text(errors="replace").splitlines()
+    start = next(
+        (i for i, line in enumerate(log_lines) if "short test summary info" in line),
+        max(0, len(log_lines) - 1),
+    )
+    lines += log_lines[start:]
+    lines.append(f"{outcome.line}; pytest exit {outcome.rc}; {outcome.seconds:.0f} s")
+    lines.append(f"results: {results}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/test-vm",
+        description="Run the tests marked vm and the fabric suite in QEMU guests, once per"
+        " image. Arguments after -- go to pytest (default: "
+        + shlex.join(DEFAULT_PYTEST) + ").",
+    )  # fmt: skip
+    parser.add_argument("--image", action="append", choices=IMAGES, help="default: both")
+    parser.add_argument(
+        "--timeout", type=int, default=1800, help="seconds per guest (boot+tests), default 1800"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=CACHE / "results", help="where each image's log, JUnit"
+        " XML and console go (a subdirectory per image, replaced each run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--time-scale", type=float, default=TCG_TIME_SCALE, help="factor on the tests' bounded"
+        f" waits under TCG (RARP_REPLAY_TIME_SCALE in the guest), default {TCG_TIME_SCALE}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--full", action="store_true", help="the whole fabric suite, not only its core"
+    )
+    parser.add_argument("--build-only", action="store_true", help="fill the caches, run nothing")
+    parser.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    # SIGTERM (CI cancelling, timeout(1)) unwinds like Ctrl-C, so the guest is killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if os.geteuid() != 0:
+        print("test-vm: needs root (QEMU, namespaces in the guest, the cache)", file=sys.stderr)
+        return 2
+    images = args.image or list(IMAGES)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    failed = False
+    reports = []
+    try:
+        vng = vng_binary()
+        if args.build_only:
+            for image in images:
+                started = time.monotonic()
+                trixie_image() if image == "trixie" else bookworm_kernel()
+                log(f"{image}: cache ready ({time.monotonic() - started:.0f} s)")
+            return 0
+        selection = args.pytest_args or (FULL_PYTEST if args.full else DEFAULT_PYTEST)
+        for image in images:
+            results = args.results / image
+            try:
+                outcome = run_image(
+                    image, vng, pytest_args=selection,
+                    timeout=args.timeout,
+                    results=results, time_scale=args.time_scale,
+                )  # fmt: skip
+            except VmError as exc:
+                log(f"FAILED: {exc}")
+                reports.append(f"==== {image} =====\nFAILED: {str(exc).splitlines()[0]}")
+                failed = True
+                continue
+            failed |= outcome.rc != 0
+            reports.append(summary(image, results, outcome))
+    except VmError as exc:
+        log(f"FAILED: {exc}")
+        return 1
+    print("\n" + "\n\n".join(reports), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
