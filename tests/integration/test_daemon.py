@@ -403,8 +403,10 @@ def test_probe_reaches_the_vm_because_the_fdb_moved_first(net: Net) -> None:
     time it probes. A probe sent while the MAC is still on the VXLAN port (EVPN's
     remote entry) is unicast there by the bridge and never reaches the VM (on kernels
     before 6.16, with neigh_suppress, the bridge also answers it itself: see
-    tests/vm/test_sonic_leaf.py). A RARP makes the bridge learn the MAC on the port
-    first: br_handle_frame_finish() calls br_fdb_update() before br_pass_frame_up()."""
+    tests/vm/test_sonic_leaf.py). After a RARP the bridge has learned the MAC on the
+    port before the daemon's probe arrives: the softirq that queued the port's copy for
+    the daemon goes on into the bridge's rx handler, and br_handle_frame_finish() calls
+    br_fdb_update() first; the daemon needs a wake-up and a decision before it sends."""
     _vm_silent_and_remote_in_fdb(net)
     at_vm = net.vm.capture("eth0", lambda d: d[12:14] == b"\x08\x06")
     at_fabric = net.remote.capture("vxlan100", lambda d: d[12:14] == b"\x08\x06")
