@@ -97,6 +97,14 @@ from .ratelimit import KeyedBuckets, Rate, TokenBucket
 # host itself: zebra treats these as local neighbors and advertises them.
 _LOCAL_STATES = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT
 
+# How long an answer seen on the SVI waits for its port copy before it is counted as not
+# local. The kernel queues the port copy first (the port's taps run before the bridge's rx
+# handler), but the capture's sockets are read one after the other: a frame that arrives
+# while they are read can have its SVI copy read in this pass and its port copy in the
+# next (seen in tests/integration/test_daemon.py, one pass apart). A loop pass takes
+# well under a millisecond; 0.1 s leaves room for a loaded switch.
+ANSWER_GRACE = 0.1
+
 _DOMAIN_CACHE_MAX = 65536
 _TEMPLATE_CACHE_MAX = 4096
 
@@ -306,7 +314,7 @@ class Engine:
         self._domains: dict[tuple[int, int | None], Domain | Ignored] = {}
         # Answers seen on the SVI of an open round but not (yet) on a port: judged at the
         # next `tick`, once the frames read with them are handled (see `_on_answer`).
-        self._unproven: list[tuple[tuple[bytes, tuple[int, int]], IPAddress, int, float]] = []
+        self._unproven: list[tuple[tuple[bytes, tuple[int, int]], Round, Target, int, float]] = []
         self._domains_generation = -1
         # (egress MAC, source, VLAN tag) -> the ARP probe of that sender, less the VM.
         self._arp_templates: dict[tuple[bytes, IPv4Address, int | None], ArpRequestTemplate] = {}
@@ -477,10 +485,10 @@ class Engine:
         br_do_proxy_suppress_arp -> br_arp_send, delivered with netif_rx to the bridge
         device) and an answer that came in from the fabric are seen on the bridge/SVI
         but never on a local port. So a sighting on a port is the proof, and one on
-        the SVI is held until the frames read with it are done (`tick`): unless the
+        the SVI is held for a moment (judged by `tick`): unless the
         port copy of the same answer proved the address meanwhile (the capture's
-        sockets may hand the two copies over in either order), it is counted as
-        `answer-not-local` and starts nothing."""
+        sockets may hand the two copies over in either order, `ANSWER_GRACE`), it is
+        counted as `answer-not-local` and starts nothing."""
         if not self._rounds:
             return []  # the common case on a busy switch: nothing to wait for
         where = self._domain(ifindex, answer.vid)
@@ -489,8 +497,10 @@ class Engine:
             # A copy on the bridge or an upper device, or a fabric port. The copy on the
             # SVI that a round probes from (its targets' interface) is the one to judge.
             key = self._watch.get((ifindex, address))
-            if key is not None and key[0] == mac and key in self._rounds:
-                self._unproven.append((key, address, ifindex, now))
+            rnd = self._rounds.get(key) if key is not None and key[0] == mac else None
+            t = rnd.targets.get(address) if rnd is not None else None
+            if key is not None and rnd is not None and t is not None:
+                self._unproven.append((key, rnd, t, ifindex, now))
             return []
         rnd = self._rounds.get((mac, where.key))
         t = rnd.targets.get(address) if rnd is not None else None
@@ -693,13 +703,23 @@ class Engine:
         return actions
 
     def _judge_unproven(self, now: float, actions: list[Action]) -> None:
-        """Answers seen only on the SVI since the last `tick`: no port copy proved them."""
-        pending, self._unproven = self._unproven, []
-        for key, address, ifindex, seen in pending:
-            rnd = self._rounds.get(key)
-            t = rnd.targets.get(address) if rnd is not None else None
-            if rnd is None or t is None or t.proven:
-                continue  # the SVI copy of an answer its port copy proved
+        """Answers seen on the SVI `ANSWER_GRACE` ago or more whose port copy proved
+        nothing since: they were not the VM's."""
+        pending = self._unproven
+        due = 0
+        while due < len(pending) and now - pending[due][4] >= ANSWER_GRACE:
+            due += 1
+        if not due:
+            return
+        self._unproven = pending[due:]
+        for key, rnd, t, ifindex, seen in pending[:due]:
+            now_rnd = self._rounds.get(key)
+            now_t = now_rnd.targets.get(t.address) if now_rnd is not None else None
+            if t.proven or (now_t is not None and now_t.proven):
+                # The SVI copy of an answer its port copy proved (for the round it was
+                # seen in, or for the one that replaced it meanwhile).
+                continue
+            address = t.address
             actions += self._drop(
                 ANSWER_NOT_LOCAL,
                 ifindex,
@@ -758,7 +778,11 @@ class Engine:
     def next_deadline(self) -> float | None:
         """The earliest time `tick` has work to do (None: nothing pending).
         May be early (a stale timer): `tick` then simply finds nothing due."""
-        return self._timers[0][0] if self._timers else None
+        due = self._timers[0][0] if self._timers else None
+        if self._unproven:
+            judge = self._unproven[0][4] + ANSWER_GRACE
+            due = judge if due is None else min(due, judge)
+        return due
 
     def rounds(self) -> list[Round]:
         return list(self._rounds.values())

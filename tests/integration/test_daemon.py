@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import ip_address
 
 import pytest
@@ -393,6 +395,10 @@ def _vm_silent_and_remote_in_fdb(net: Net) -> None:
     )
 
 
+def _reached(t: float) -> bool:
+    return time.monotonic() >= t
+
+
 def _arp_probe_to_vm(f: netlab.Frame) -> bool:
     p = Ether(f.data)
     return ARP in p and p[ARP].op == 1 and p.src == SVI_MAC and p.dst == VM_MAC
@@ -419,17 +425,29 @@ def test_probe_reaches_the_vm_because_the_fdb_moved_first(net: Net) -> None:
     tx.close()
     at_fabric.wait_for(1, match=_arp_probe_to_vm)
     assert not at_vm.matching(_arp_probe_to_vm)
-    # Now the migration: RARP on swp1, and the daemon's probes.
-    d = DaemonProc(net.sw).ready()
-    net.rarp_from_vm()
-    [line] = d.wait_event("announcement")
-    assert (line["port"], line["trigger"]) == ("swp1", "rarp")
-    got = at_vm.wait_for(2, match=lambda f: _arp_probe_to_vm(f) and not f.outgoing)
-    assert sorted(Ether(f.data)[ARP].pdst for f in got) == sorted(VM_V4)
-    assert VM_MAC in net.sw.run("bridge", "fdb", "show", "dev", "swp1").stdout
-    d.wait_event("takeover", lambda e: e["address"] == "192.0.2.10")
-    # None of the daemon's probes went to the fabric: only the one sent by hand.
+    # Now the migration: RARP on swp1, and the daemon's probes. An order in time, so
+    # measured over several migrations, the MAC put back behind the fabric each time.
+    d = DaemonProc(net.sw, "--holddown", "0.1").ready()
+    migrations = 10
+    last = time.monotonic()
+    for n in range(1, migrations + 1):
+        # Past the last round's hold-down (0.1 s): a RARP within it is a duplicate.
+        netlab.wait_until(partial(_reached, last + 0.15), timeout=1.0)
+        net.rarp_from_vm()
+        [*_, line] = d.wait_event("announcement", count=n)
+        last = time.monotonic()
+        assert (line["port"], line["trigger"]) == ("swp1", "rarp")
+        got = at_vm.wait_for(2 * n, match=lambda f: _arp_probe_to_vm(f) and not f.outgoing)
+        assert sorted(Ether(f.data)[ARP].pdst for f in got[-2:]) == sorted(VM_V4)
+        d.wait_event("takeover", lambda e: e["address"] == "192.0.2.10", count=n)
+        d.wait_event("confirmed", count=2 * n)  # the IPv4 addresses (IPv6 is off)
+        for ip in (*VM_V4, VM_V6):
+            net.install_remote(ip)
+        _vm_silent_and_remote_in_fdb(net)
+    # None of the daemon's probes went to the fabric: only the one sent by hand. And
+    # every answer was the VM's, through its port: none counted as not local.
     assert len(at_fabric.matching(_arp_probe_to_vm)) == 1
+    assert not [e for e in d.of("dropped") if e["reason"] == "answer-not-local"], d.raw
     assert d.stop() == 0
 
 
