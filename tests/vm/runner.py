@@ -364,6 +364,8 @@ def systemd_qemu_command(kernel: Kernel, initrd: Path, disk: Path, results: Path
     )
     append = [
         "root=/dev/vda", "rw", "console=ttyS0", "panic=-1",
+        # The image has systemd but not systemd-sysv (no /sbin/init link): name it.
+        "init=/usr/lib/systemd/systemd",
         # No interactive first-boot questions on the console (the image has no locale etc.).
         "systemd.firstboot=off",
         # systemd-run-generator: run the session as a unit once the system is up, then power
@@ -432,7 +434,8 @@ export RARP_REPLAY_VM={image} RARP_REPLAY_TIME_SCALE={scale}{env}
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 timeout -k 10 {timeout} {python} -m pytest -p no:cacheprovider -ra -v \
   --junitxml="$out/junit.xml" {args} > "$out/pytest.log" 2>&1
-echo $? > "$out/rc"
+rc=$?{post}
+echo $rc > "$out/rc"
 """
 
 
@@ -497,7 +500,7 @@ def run_image(
     script = GUEST_SCRIPT.format(
         results=GUEST_RESULTS, python=python, repo=shlex.quote(repo), image=image,
         timeout=max(60, timeout - 120), args=shlex.join(pytest_args),
-        scale=1 if kvm else time_scale, versions="", env="",
+        scale=1 if kvm else time_scale, versions="", env="", post="",
     )  # fmt: skip
     script_file = results / "run.sh"
     script_file.write_text(script)
@@ -564,6 +567,8 @@ def run_systemd(
         scale=1 if kvm else time_scale,
         versions='\n  echo "init   $(cat /proc/1/comm) $(systemctl --version | head -1)"',
         env=f"\nexport RARP_REPLAY_DEBS={shlex.quote(guest_debs)}",
+        # The units' own messages (why one failed) are in the journal, not in pytest's log.
+        post='\njournalctl -b --no-pager -o short-monotonic > "$out/journal.txt" 2>&1',
     )  # fmt: skip
     (results / "run.sh").write_text(script)
     with tempfile.TemporaryDirectory(prefix="systemd-disk-", dir=CACHE) as tmp:

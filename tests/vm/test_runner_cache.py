@@ -93,6 +93,7 @@ def test_systemd_guest_runs_the_session_then_powers_off(tmp_path: Path) -> None:
         w.split("=", 1) if "=" in w else (w, "") for w in shlex.split(cmd[cmd.index("-append") + 1])
     )
     assert words["root"] == "/dev/vda"
+    assert words["init"] == "/usr/lib/systemd/systemd"
     assert words["systemd.run_success_action"] == words["systemd.run_failure_action"] == "poweroff"
     shell = shlex.split(words["systemd.run"])
     assert shell[:2] == ["/bin/sh", "-c"]
