@@ -155,7 +155,9 @@ def test_unit_keeps_its_promises(unit: str) -> None:
     prevent = {int(c) for c in u["Service.RestartPreventExitStatus"][0].split()}
     assert prevent == {rarp_reply.EXIT_USAGE, rarp_reply.EXIT_NO_NETNS}
     # ~@privileged would refuse capset(2), which the capability drop needs (issue 15).
-    assert u["Service.SystemCallFilter"] == ["@system-service", "~@resources"]
+    # sched_setattr is put back after ~@resources: the daemon calls it at start (sched.py),
+    # and a filtered call kills it with SIGSYS.
+    assert u["Service.SystemCallFilter"] == ["@system-service", "~@resources", "sched_setattr"]
     assert u["Service.IPAddressDeny"] == ["any"] and u["Service.IPAddressAllow"] == ["localhost"]
     assert u["Service.RuntimeDirectory"] == ["rarp-replay"]
     assert u["Service.RuntimeDirectoryMode"] == ["0750"]

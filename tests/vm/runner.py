@@ -73,7 +73,7 @@ DEFAULT_PYTEST = [*FULL_PYTEST, "-k", f"not fabric or {FABRIC_CORE}"]
 MEMORY = "3G"
 CPUS = 2
 # Under TCG the guest runs code several times slower than the host (measured: see README);
-# the tests' bounded waits (tests/netlab.py TIME_SCALE) are stretched by this factor there.
+# the tests' bounded waits (tests/support/netlab.py TIME_SCALE) are stretched by this factor there.
 TCG_TIME_SCALE = 8.0
 # Where the project is seen in the trixie guest (the image's venv has a .pth for its src/).
 GUEST_REPO = "/rarp-replay"
