@@ -18,11 +18,13 @@ security=http://deb.debian.org/debian-security
 # booted from this tree). Its modules are shipped xz-compressed; virtme-ng copies the ones
 # its initramfs needs (virtio, 9p, overlay) and loads them with busybox's insmod, which
 # cannot decompress ("Invalid ELF header magic" and no root filesystem): so they are
-# decompressed here, and modules.dep regenerated (image ~900 MB instead of ~450).
+# decompressed here, and modules.dep regenerated (image ~900 MB instead of ~450). man-db:
+# test_systemd.py (the `systemd` image) checks the package's man pages with `man -w`.
 packages=(
     linux-image-amd64 kmod
     frr iproute2 procps libcap2-bin util-linux tcpdump iputils-ping
     python3 python3-venv
+    man-db
 )
 
 # --variant=apt: only Essential, apt and what is listed (no recommends), ~1 GB smaller

@@ -12,6 +12,11 @@ Images:
   trixie    a Debian 13 root filesystem built by tests/vm/build-trixie.sh with mmdebstrap:
             its own kernel 6.12, FRR 10.3, Python 3.13 and a venv with the test
             dependencies; the checked-out project is shared read-only at /rarp-replay.
+  systemd   the trixie image booted with systemd (257) as PID 1, for tests/vm/test_systemd.py
+            (the Debian package under its units): plain QEMU with the image's own kernel and
+            initrd, the root a throwaway ext4 copy of the cached tree (mkfs.ext4 -d), the
+            project and the results shared over 9p; the .deb built on the host by
+            scripts/build-deb. Opt-in (--image systemd), not in the default run.
 
 Caches live under /var/cache/rarp-replay-vm (CACHE). Each entry is a directory named by
 its key (what it was built from) holding a STAMP file written last, after everything else
@@ -49,7 +54,10 @@ CACHE = Path("/var/cache/rarp-replay-vm")
 STAMP = "COMPLETE"
 LOCK = ".lock"
 VNG_VERSION = "1.42"
-IMAGES = ("bookworm", "trixie")
+IMAGES = ("bookworm", "trixie", "systemd")
+# What runs without --image: the systemd session is opt-in (README "Tests in VMs": under TCG
+# it adds minutes to a CI run already near its budget).
+DEFAULT_IMAGES = ("bookworm", "trixie")
 # What each image's session runs unless pytest arguments are given after `--`. Under TCG a
 # fabric test takes minutes (README "Tests in VMs"), so to keep `.ci/run` near its budget
 # both images run the tests marked vm and the fabric suite's core: one migration per address
@@ -307,6 +315,77 @@ def kvm_works(vng: Path, kernel: Kernel) -> bool:
     return works
 
 
+# ---------------------------------------------------------------- systemd guest
+
+# The systemd session's own selection (the package under systemd; nothing else needs PID 1).
+SYSTEMD_PYTEST = ["tests/vm/test_systemd.py"]
+# Runtime dependencies of the .deb (debian/control) missing from the trixie image: fetched on
+# the host with `apt-get download` (pure Python, arch all) and installed with it by the test.
+SYSTEMD_EXTRA_DEBS = ("python3-prometheus-client", "python3-decorator")
+# Free space in the guest's root copy beyond the tree itself (dpkg, journal, the test's files).
+SYSTEMD_DISK_SLACK_MB = 512
+GUEST_REPO_TAG = "rarpreplay"
+GUEST_RESULTS_TAG = "results"
+
+
+def build_deb(dest: Path) -> list[Path]:
+    """scripts/build-deb on the host, plus the image's missing dependencies, into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    log("building the .deb (scripts/build-deb)")
+    run(["bash", str(REPO / "scripts/build-deb")], cwd=REPO, timeout=900)
+    debs = sorted((REPO / "dist").glob("rarp-replay_*_all.deb"))
+    if not debs:
+        raise VmError("scripts/build-deb left no dist/rarp-replay_*_all.deb")
+    shutil.copy2(debs[-1], dest)
+    run(["apt-get", "download", *SYSTEMD_EXTRA_DEBS], cwd=dest)
+    return sorted(dest.glob("*.deb"))
+
+
+def systemd_disk(root: Path, disk: Path) -> None:
+    """A raw ext4 copy of the cached tree (which stays untouched) for a writable root."""
+    used_kb = int(run(["du", "-sxk", str(root)]).stdout.split()[0])
+    size_mb = used_kb // 1024 + SYSTEMD_DISK_SLACK_MB
+    run(["truncate", "-s", f"{size_mb}M", str(disk)])
+    # -d copies the tree into the new filesystem (no mount, no loop device); no journal on a
+    # throwaway disk (less I/O under TCG).
+    run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-L", "rarp-vm", "-d", str(root),
+         str(disk)], timeout=1800)  # fmt: skip
+
+
+def systemd_qemu_command(kernel: Kernel, initrd: Path, disk: Path, results: Path,
+                         kvm: bool) -> list[str]:  # fmt: skip
+    mount = "mkdir -p {d} && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144{o} {t} {d}"
+    guest_cmd = " && ".join(
+        [
+            mount.format(d=GUEST_RESULTS, o="", t=GUEST_RESULTS_TAG),
+            mount.format(d=GUEST_REPO, o=",ro", t=GUEST_REPO_TAG),
+            f"exec bash {GUEST_RESULTS}/run.sh",
+        ]
+    )
+    append = [
+        "root=/dev/vda", "rw", "console=ttyS0", "panic=-1",
+        # The image has systemd but not systemd-sysv (no /sbin/init link): name it.
+        "init=/usr/lib/systemd/systemd",
+        # No interactive first-boot questions on the console (the image has no locale etc.).
+        "systemd.firstboot=off",
+        # systemd-run-generator: run the session as a unit once the system is up, then power
+        # off whatever it returns (its exit status travels in the results directory).
+        f'systemd.run="/bin/sh -c \'{guest_cmd}\'"',
+        "systemd.run_success_action=poweroff", "systemd.run_failure_action=poweroff",
+    ]  # fmt: skip
+    accel = (
+        ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg,thread=multi", "-cpu", "max"]
+    )
+    return [
+        "qemu-system-x86_64", *accel,
+        "-m", MEMORY, "-smp", str(CPUS), "-nographic", "-no-reboot", "-nic", "none",
+        "-kernel", str(kernel.image), "-initrd", str(initrd), "-append", " ".join(append),
+        "-drive", f"file={disk},format=raw,if=virtio",
+        "-virtfs", f"local,path={REPO},mount_tag={GUEST_REPO_TAG},security_model=none,readonly=on",
+        "-virtfs", f"local,path={results},mount_tag={GUEST_RESULTS_TAG},security_model=none",
+    ]  # fmt: skip
+
+
 # ---------------------------------------------------------------- guests
 
 
@@ -348,14 +427,15 @@ out={results}
 {{
   echo "kernel $(uname -r)"
   echo "frr    $(/usr/lib/frr/zebra --version 2>/dev/null | head -1)"
-  echo "python $({python} -c 'import sys; print(sys.version.split()[0])')"
+  echo "python $({python} -c 'import sys; print(sys.version.split()[0])')"{versions}
 }} > "$out/versions.txt" 2>&1
 cd {repo}
-export RARP_REPLAY_VM={image} RARP_REPLAY_TIME_SCALE={scale}
+export RARP_REPLAY_VM={image} RARP_REPLAY_TIME_SCALE={scale}{env}
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 timeout -k 10 {timeout} {python} -m pytest -p no:cacheprovider -ra -v \
   --junitxml="$out/junit.xml" {args} > "$out/pytest.log" 2>&1
-echo $? > "$out/rc"
+rc=$?{post}
+echo $rc > "$out/rc"
 """
 
 
@@ -399,6 +479,9 @@ def run_image(
     time_scale: float,
 ) -> Outcome:
     started = time.monotonic()
+    if image == "systemd":
+        return run_systemd(pytest_args=pytest_args, timeout=timeout, results=results,
+                           time_scale=time_scale, vng=vng, started=started)  # fmt: skip
     if image == "bookworm":
         kernel = bookworm_kernel()
         repo, python, extra = str(REPO), str(REPO / ".venv/bin/python"), []
@@ -417,7 +500,7 @@ def run_image(
     script = GUEST_SCRIPT.format(
         results=GUEST_RESULTS, python=python, repo=shlex.quote(repo), image=image,
         timeout=max(60, timeout - 120), args=shlex.join(pytest_args),
-        scale=1 if kvm else time_scale,
+        scale=1 if kvm else time_scale, versions="", env="", post="",
     )  # fmt: skip
     script_file = results / "run.sh"
     script_file.write_text(script)
@@ -426,17 +509,33 @@ def run_image(
         [*extra, f"--rwdir={GUEST_RESULTS}={results}"],
     )  # fmt: skip
     log(f"{image}: booting {kernel.version} ({'KVM' if kvm else 'TCG'}), timeout {timeout} s")
+    code = wait_guest(image, cmd, results, timeout)
+    return collect(image, results, code, time.monotonic() - started)
+
+
+def collect(image: str, results: Path, exit_code: int, seconds: float) -> Outcome:
+    rc_file = results / "rc"
+    if not rc_file.is_file():
+        console_tail = (results / "console.log").read_text(errors="replace").splitlines()[-20:]
+        raise VmError(
+            f"{image}: the guest ended (exit {exit_code}) without running pytest"
+            " to its end; console:\n" + "\n".join(console_tail)
+        )
+    rc = int(rc_file.read_text().strip() or 1)
+    return Outcome(image, rc, seconds, junit_line(results / "junit.xml"))
+
+
+def wait_guest(image: str, cmd: Sequence[str], results: Path, timeout: int) -> int:
+    """Run the guest (vng or qemu) with its console to console.log, following pytest's log;
+    killed with its process group after timeout seconds. Returns its exit status."""
     stop = threading.Event()
     tail = threading.Thread(target=follow, args=(results / "pytest.log", image, stop))
     tail.start()
     with (results / "console.log").open("wb") as console:
         proc = spawn(cmd, console)
         try:
-            proc.wait(timeout=timeout)
+            return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            kill_group(proc)
-            stop.set()
-            tail.join()
             raise VmError(
                 f"{image}: the guest did not finish within {timeout} s and was killed"
                 f" (console: {results / 'console.log'})"
@@ -445,16 +544,43 @@ def run_image(
             kill_group(proc)
             stop.set()
             tail.join()
-    seconds = time.monotonic() - started
-    rc_file = results / "rc"
-    if not rc_file.is_file():
-        console_tail = (results / "console.log").read_text(errors="replace").splitlines()[-20:]
-        raise VmError(
-            f"{image}: the guest ended (vng exit {proc.returncode}) without running pytest"
-            " to its end; console:\n" + "\n".join(console_tail)
-        )
-    rc = int(rc_file.read_text().strip() or 1)
-    return Outcome(image, rc, seconds, junit_line(results / "junit.xml"))
+
+
+def run_systemd(
+    *, pytest_args: Sequence[str], timeout: int, results: Path, time_scale: float, vng: Path,
+    started: float,
+) -> Outcome:  # fmt: skip
+    image = "systemd"
+    root = trixie_image()
+    kernel = trixie_kernel(root)
+    initrd = root / "boot" / f"initrd.img-{kernel.version}"
+    if not initrd.is_file():
+        raise VmError(f"no {initrd}: systemd boots the image's own kernel with its initrd")
+    kvm = kvm_works(vng, kernel)
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
+    debs = build_deb(results / "debs")
+    guest_debs = " ".join(f"{GUEST_RESULTS}/debs/{d.name}" for d in debs)
+    script = GUEST_SCRIPT.format(
+        results=GUEST_RESULTS, python=TRIXIE_PYTHON, repo=GUEST_REPO, image=image,
+        timeout=max(60, timeout - 240), args=shlex.join(pytest_args),
+        scale=1 if kvm else time_scale,
+        versions='\n  echo "init   $(cat /proc/1/comm) $(systemctl --version | head -1)"',
+        env=f"\nexport RARP_REPLAY_DEBS={shlex.quote(guest_debs)}",
+        # The units' own messages (why one failed) are in the journal, not in pytest's log.
+        post='\njournalctl -b --no-pager -o short-monotonic > "$out/journal.txt" 2>&1',
+    )  # fmt: skip
+    (results / "run.sh").write_text(script)
+    with tempfile.TemporaryDirectory(prefix="systemd-disk-", dir=CACHE) as tmp:
+        disk = Path(tmp) / "root.img"
+        t0 = time.monotonic()
+        systemd_disk(root, disk)
+        log(f"{image}: root disk copied in {time.monotonic() - t0:.0f} s")
+        cmd = systemd_qemu_command(kernel, initrd, disk, results, kvm)
+        log(f"{image}: booting {kernel.version} ({'KVM' if kvm else 'TCG'}) with systemd,"
+            f" timeout {timeout} s")  # fmt: skip
+        code = wait_guest(image, cmd, results, timeout)
+    return collect(image, results, code, time.monotonic() - started)
 
 
 def junit_line(path: Path) -> str:
@@ -492,7 +618,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         " image. Arguments after -- go to pytest (default: "
         + shlex.join(DEFAULT_PYTEST) + ").",
     )  # fmt: skip
-    parser.add_argument("--image", action="append", choices=IMAGES, help="default: both")
+    parser.add_argument(
+        "--image", action="append", choices=IMAGES,
+        help=f"default: {' and '.join(DEFAULT_IMAGES)}; systemd only when named",
+    )  # fmt: skip
     parser.add_argument(
         "--timeout", type=int, default=1800, help="seconds per guest (boot+tests), default 1800"
     )
@@ -515,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("test-vm: needs root (QEMU, namespaces in the guest, the cache)", file=sys.stderr)
         return 2
-    images = args.image or list(IMAGES)
+    images = args.image or list(DEFAULT_IMAGES)
     CACHE.mkdir(parents=True, exist_ok=True)
     failed = False
     reports = []
@@ -524,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.build_only:
             for image in images:
                 started = time.monotonic()
-                trixie_image() if image == "trixie" else bookworm_kernel()
+                trixie_image() if image in ("trixie", "systemd") else bookworm_kernel()
                 log(f"{image}: cache ready ({time.monotonic() - started:.0f} s)")
             return 0
         selection = args.pytest_args or (FULL_PYTEST if args.full else DEFAULT_PYTEST)
@@ -532,7 +661,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = args.results / image
             try:
                 outcome = run_image(
-                    image, vng, pytest_args=selection,
+                    image, vng,
+                    pytest_args=SYSTEMD_PYTEST if image == "systemd" and not args.pytest_args
+                    else selection,
                     timeout=args.timeout,
                     results=results, time_scale=args.time_scale,
                 )  # fmt: skip
