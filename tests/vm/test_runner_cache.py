@@ -103,4 +103,4 @@ def test_systemd_guest_runs_the_session_then_powers_off(tmp_path: Path) -> None:
     assert any(s.endswith(f"{runner.GUEST_REPO_TAG} {runner.GUEST_REPO}") for s in steps)
     shares = [a for a in cmd if a.startswith("local,path=")]
     assert any(f"mount_tag={runner.GUEST_REPO_TAG}," in a and "readonly=on" in a for a in shares)
-    assert "systemd" not in runner.DEFAULT_IMAGES
+    assert runner.DEFAULT_IMAGES == ("bookworm", "trixie", "systemd")
