@@ -15,7 +15,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import netlab
-from tests.support.irbfabric import CLIENTS, VM_IP4, VM_IP6, VTEP, IrbFabric, Migration
+from tests.support.irbfabric import (
+    VM_IP4,
+    VM_IP6,
+    VTEP,
+    IrbFabric,
+    assert_restored_by_new_leaf,
+    explain,
+)
 
 pytestmark = pytest.mark.fabric
 
@@ -33,32 +40,11 @@ def fabric(lab: netlab.Lab) -> Iterator[IrbFabric]:
         fab.close()
 
 
-def _explain(fab: IrbFabric, m: Migration) -> str:
-    logs = "".join(
-        f"--- rarp-reply on {leaf}\n" + "".join(d.raw[-15:]) for leaf, d in fab.daemons.items()
-    )
-    return f"{m.summary()}\n{fab.debug_state('leaf3')}\n{logs}"
-
-
 def test_every_client_gets_the_vm_back_with_the_daemon(fabric: IrbFabric) -> None:
     fabric.start_daemons()
     m = fabric.measure_migration(timeout=RESTORE_TIMEOUT)
     assert (m.old, m.new) == ("leaf1", "leaf2")
-    expected = {f"{c}/v{v}" for c in CLIENTS for v in (4, 6)}
-    assert set(m.clients) == expected
-    failed = {k: o for k, o in m.clients.items() if not o.restored}
-    assert not failed, _explain(fabric, m)
-    assert m.old_leaf_probes == 0, _explain(fabric, m)
-    # leaf3 routes to the VM through the new leaf, on a route with a higher mobility
-    # sequence number; the old leaf's route is gone.
-    paths = {(r.ip, r.vtep) for r in m.routes_leaf3}
-    assert paths == {(VM_IP4, VTEP["leaf2"]), (VM_IP6, VTEP["leaf2"])}, _explain(fabric, m)
-    assert all(r.seq >= 1 for r in m.routes_leaf3)
-    assert m.zebra_mac_leaf3["type"] == "remote"
-    assert m.zebra_mac_leaf3["remoteVtep"] == VTEP["leaf2"]
-    # The old leaf's daemon heard every RARP over VXLAN and did nothing with them.
-    old = fabric.daemons["leaf1"]
-    assert not old.of("announcement") and not old.of("probe")
+    assert_restored_by_new_leaf(fabric, m)
 
 
 def test_without_the_daemon_the_third_leafs_client_loses_the_vm(fabric: IrbFabric) -> None:
@@ -68,8 +54,8 @@ def test_without_the_daemon_the_third_leafs_client_loses_the_vm(fabric: IrbFabri
     m = fabric.measure_migration(timeout=RESTORE_TIMEOUT)
     for family in ("v4", "v6"):
         out = m.clients[f"client3/{family}"]
-        assert not out.restored, _explain(fabric, m)
-    assert not m.routes_leaf3, _explain(fabric, m)
+        assert not out.restored, explain(fabric, m)
+    assert not m.routes_leaf3, explain(fabric, m)
     assert m.zebra_mac_leaf3["remoteVtep"] == VTEP["leaf2"]
     for ip in (VM_IP4, VM_IP6):
         assert not fabric.remote_neighbor("leaf3", ip)

@@ -606,3 +606,29 @@ class IrbFabric:
         result.routes_leaf3 = self.vm_routes("leaf3")
         result.zebra_mac_leaf3 = self.zebra_mac("leaf3")
         return result
+
+
+def explain(fab: IrbFabric, m: Migration) -> str:
+    """A failed assertion's context: the migration, leaf3's tables, the daemons' last lines."""
+    logs = "".join(
+        f"--- rarp-reply on {leaf}\n" + "".join(d.raw[-15:]) for leaf, d in fab.daemons.items()
+    )
+    return f"{m.summary()}\n{fab.debug_state('leaf3')}\n{logs}"
+
+
+def assert_restored_by_new_leaf(fab: IrbFabric, m: Migration) -> None:
+    """What the daemon must achieve (issue 14's targets): every client (both families) has
+    the VM back, the old leaf sent no probe, leaf3 routes to the VM through the new leaf on
+    a route with a higher mobility sequence number (the old leaf's is gone), and the old
+    leaf's daemon acted on none of the RARPs it heard over VXLAN."""
+    assert set(m.clients) == {f"{c}/v{v}" for c in CLIENTS for v in (4, 6)}
+    failed = {k: o for k, o in m.clients.items() if not o.restored}
+    assert not failed, explain(fab, m)
+    assert m.old_leaf_probes == 0, explain(fab, m)
+    paths = {(r.ip, r.vtep) for r in m.routes_leaf3}
+    assert paths == {(VM_IP4, VTEP[m.new]), (VM_IP6, VTEP[m.new])}, explain(fab, m)
+    assert all(r.seq >= 1 for r in m.routes_leaf3), explain(fab, m)
+    assert m.zebra_mac_leaf3.get("type") == "remote", explain(fab, m)
+    assert m.zebra_mac_leaf3.get("remoteVtep") == VTEP[m.new], explain(fab, m)
+    old = fab.daemons[m.old]
+    assert not old.of("announcement") and not old.of("probe"), explain(fab, m)
