@@ -191,6 +191,7 @@ class Migration:
                     "downtime_ms": None if o.downtime is None else round(o.downtime * 1e3, 1),
                     "longest_gap_ms": round(o.longest_gap * 1e3, 1),
                     "lost_again": o.lost_again,
+                    "last_reply_ms": None if o.last_reply is None else round(o.last_reply * 1e3),
                 }
                 for k, o in sorted(self.clients.items())
             },
@@ -210,7 +211,14 @@ class IrbFabric:
     (also run at interpreter exit) removes the FRR state directory.
     """
 
-    def __init__(self, lab: netlab.Lab, layout: str = "traditional", start_timeout: float = 30.0):
+    def __init__(
+        self,
+        lab: netlab.Lab,
+        layout: str = "traditional",
+        start_timeout: float = 30.0,
+        *,
+        zebra_debug: bool = False,
+    ) -> None:
         if layout not in LAYOUT:
             raise ValueError(f"layout {layout!r}: one of {', '.join(LAYOUTS)}")
         self.lab = lab
@@ -246,7 +254,10 @@ class IrbFabric:
                     " exit-address-family\n"
                 )
             conf = bgp_evpn_conf(leaf, d, VTEP[leaf], peers, extra=extra)
-            start_frr(self.ns[leaf], d, leaf, conf, self.names.zebra_conf())
+            # `debug zebra vxlan` logs what zebra does with remote MACs, neighbours and
+            # router MACs (e.g. "L3VNI 4001 RMAC ... delete", issue 14): costly under TCG.
+            debug = "debug zebra vxlan\ndebug zebra kernel\n" if zebra_debug else ""
+            start_frr(self.ns[leaf], d, leaf, conf, debug + self.names.zebra_conf())
         self._wait_converged(start_timeout)
 
     # ----------------------------------------------------------------- building
@@ -341,6 +352,14 @@ class IrbFabric:
         self._ipv6_on(leaf, name)
         ns.link_up(name)
 
+    def _gateway_mac_local(self, leaf: str, vid: int) -> None:
+        """The anycast MAC as a local FDB entry of the bridge in VLAN `vid`, as ifupdown2's
+        addressvirtual does for a VRR MAC: a MAC of an upper device (macvlan, 802.1Q with its
+        own address) only puts the bridge in promiscuous mode (__dev_set_rx_mode), and
+        frames to it would be flooded to every port and VTEP of the VLAN as well."""
+        self.ns[leaf].run("bridge", "fdb", "replace", ANYCAST_MAC, "dev", self.names.bridge[vid],
+                          "self", "local", "vlan", str(vid))  # fmt: skip
+
     def _leaf_cumulus(self, leaf: str) -> None:
         ns = self.ns[leaf]
         self._vlan_bridge(leaf, "br_default")
@@ -355,6 +374,7 @@ class IrbFabric:
             self._ipv6_on(leaf, svi, vrr)
             self._addresses(ns, svi, net, svi_host(leaf))
             self._addresses(ns, vrr, net, GATEWAY_HOST)
+            self._gateway_mac_local(leaf, net.vlan)
         self._svi(leaf, f"vlan{L3VLAN}_l3", L3VLAN)
 
     def _leaf_sonic(self, leaf: str) -> None:
@@ -368,6 +388,7 @@ class IrbFabric:
             ns.ip("link", "set", svi, "address", ANYCAST_MAC)
             self._ipv6_on(leaf, svi)
             self._addresses(ns, svi, net, GATEWAY_HOST)
+            self._gateway_mac_local(leaf, net.vlan)
         self._svi(leaf, f"Vlan{L3VLAN}", L3VLAN)
 
     def _local_port(self, leaf: str, port: str, vid: int, *, tagged: bool = False) -> None:
@@ -379,12 +400,8 @@ class IrbFabric:
             return
         self._vlan_port(leaf, port, vid, tagged=tagged)
         if self.layout == "sonic":
-            # The ASIC learns, not the kernel bridge (fdbsyncd writes what it learned), and
-            # SONiC's control-plane policy traps ARP and ND but not RARP (issue 13).
+            # The ASIC learns, not the kernel bridge: fdbsyncd writes what it learned.
             ns.run("bridge", "link", "set", "dev", port, "learning", "off")
-            ns.run("tc", "qdisc", "add", "dev", port, "clsact")
-            ns.run("tc", "filter", "add", "dev", port, "ingress", "protocol", "0x8035",
-                   "matchall", "action", "drop")  # fmt: skip
 
     def _hypervisors(self) -> None:
         for hv, leaf in HYPERVISOR.items():
@@ -401,6 +418,15 @@ class IrbFabric:
                 self.lab.veth(self.ns[hv], "uplink", ns, port)
             self._local_port(leaf, port, VM_NET.vlan)
             self.ns[hv].bridge("hvbr", "uplink")
+            if self.layout == "sonic":
+                # SONiC's control-plane policy traps ARP and ND to the CPU, not RARP (issue
+                # 13): its kernel never sees one. Dropped as the frame leaves the hypervisor,
+                # before any packet socket on the leaf (a tap sees a frame before the
+                # receiving device's tc ingress, __netif_receive_skb_core).
+                hv_ns = self.ns[hv]
+                hv_ns.run("tc", "qdisc", "add", "dev", "uplink", "clsact")
+                hv_ns.run("tc", "filter", "add", "dev", "uplink", "egress", "protocol",
+                          "0x8035", "matchall", "action", "drop")  # fmt: skip
         build_silent_vm(
             self.lab, self.vm, self.ns["hv1"], "hvbr",
             mac=VM_MAC, ip4=f"{VM_IP4}/24", ip6=f"{VM_IP6}/64",
@@ -566,8 +592,9 @@ class IrbFabric:
         if self.layout != "sonic":
             return moved, send_rarps(self.vm, VM_MAC, "qemu")
         leaf = self.vm_leaf
-        member = "Ethernet0"
-        seen = self.ns[leaf].capture(member, lambda d: d[12:14] == b"\x80\x35")
+        # The VM's first frame after the move (the first RARP) as the switch port gets it:
+        # the ASIC learns the MAC from it, though it does not trap it to the CPU.
+        seen = self.ns[dst].capture("vmtap", lambda d: d[12:14] == b"\x80\x35")
         burst = threading.Thread(target=send_rarps, args=(self.vm, VM_MAC, "qemu"), daemon=True)
         burst.start()
         seen.wait_for(1, timeout=5.0)
@@ -611,9 +638,10 @@ class IrbFabric:
 def explain(fab: IrbFabric, m: Migration) -> str:
     """A failed assertion's context: the migration, leaf3's tables, the daemons' last lines."""
     logs = "".join(
-        f"--- rarp-reply on {leaf}\n" + "".join(d.raw[-15:]) for leaf, d in fab.daemons.items()
+        f"--- rarp-reply on {leaf}\n" + "".join(line for line in d.raw if '"debug"' not in line)
+        for leaf, d in fab.daemons.items()
     )
-    return f"{m.summary()}\n{fab.debug_state('leaf3')}\n{logs}"
+    return f"{m.summary()}\n{fab.debug_state('leaf3')}\n{fab.debug_state(m.new)}\n{logs}"
 
 
 def assert_restored_by_new_leaf(fab: IrbFabric, m: Migration) -> None:

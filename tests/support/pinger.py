@@ -32,6 +32,7 @@ class PingOutcome:
     restored: bool  # reached again within the timeout, and still reached at the end
     downtime: float | None  # t0 to the first reply to an echo sent after the move (or None)
     lost_again: bool  # reached after the move, then no reply in the last `grace` seconds
+    last_reply: float | None  # the last reply's time minus t0
     longest_gap: float  # longest time without a reply, the end of pinging included
     sent: int
     received: int
@@ -69,6 +70,7 @@ def ping_outcome(
         restored=downtime is not None and downtime <= timeout and not lost_again,
         downtime=downtime,
         lost_again=lost_again,
+        last_reply=times[-1] - t0 if times else None,
         longest_gap=max(gaps, default=0.0),
         sent=len(sent),
         received=len(replies),
