@@ -56,6 +56,7 @@ from rarp_replay.frames.ethernet import ETH_P_8021Q
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
 from tests.support.fabric import (
+    BgpWatch,
     MacIpRoute,
     bgp_evpn_conf,
     build_silent_vm,
@@ -178,6 +179,10 @@ class Migration:
     t0: float  # first RARP (or, without RARP, the FDB entry)
     clients: dict[str, PingOutcome] = field(default_factory=dict)  # "client3/v4" -> outcome
     old_leaf_probes: int = 0
+    # Seen on leaf3's underlay port, seconds after t0: the new leaf's first MAC/IP
+    # advertisement for VM_IP4 and the old leaf's withdrawal of its own (None: not seen).
+    new_route_at: float | None = None
+    withdrawal_at: float | None = None
     routes_leaf3: list[MacIpRoute] = field(default_factory=list)  # the VM's MAC/IP routes
     zebra_mac_leaf3: dict[str, Any] = field(default_factory=dict)
 
@@ -188,7 +193,7 @@ class Migration:
             "clients": {
                 k: {
                     "restored": o.restored,
-                    "downtime_ms": None if o.downtime is None else round(o.downtime * 1e3, 1),
+                    "downtime_ms": _ms(o.downtime),
                     "longest_gap_ms": round(o.longest_gap * 1e3, 1),
                     "lost_again": o.lost_again,
                     "last_reply_ms": None if o.last_reply is None else round(o.last_reply * 1e3),
@@ -196,11 +201,19 @@ class Migration:
                 for k, o in sorted(self.clients.items())
             },
             "old_leaf_probes": self.old_leaf_probes,
+            "bgp_at_leaf3_ms": {
+                "new_route": _ms(self.new_route_at),
+                "withdrawal": _ms(self.withdrawal_at),
+            },
             "routes_leaf3": sorted((r.ip or "", r.vtep, r.seq) for r in self.routes_leaf3),
             "zebra_mac_leaf3": {
                 k: self.zebra_mac_leaf3.get(k) for k in ("type", "remoteVtep", "remoteSequence")
             },
         }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 1)
 
 
 class IrbFabric:
@@ -259,6 +272,10 @@ class IrbFabric:
             debug = "debug zebra vxlan\ndebug zebra kernel\n" if zebra_debug else ""
             start_frr(self.ns[leaf], d, leaf, conf, debug + self.names.zebra_conf())
         self._wait_converged(start_timeout)
+        # BGP as leaf3 sees it (every leaf's UPDATEs cross leaf3's underlay port): which
+        # came first after a move, the new leaf's MAC/IP route or the old leaf's withdrawal.
+        # Started after convergence: the initial table exchange is noise.
+        self.bgp = BgpWatch(self.ns["leaf3"].capture("ul", BgpWatch.is_bgp))
 
     # ----------------------------------------------------------------- building
 
@@ -531,7 +548,11 @@ class IrbFabric:
         ]
         with contextlib.suppress(OSError):
             log = (self._dir / leaf / "zebra.log").read_text()
-            parts.append("zebra.log tail:\n" + "\n".join(log.splitlines()[-30:]))
+            lines = log.splitlines()
+            # Router MAC changes (L3VNI) are the issue's suspect: all of them, then the tail.
+            rmac = [line for line in lines if "RMAC" in line][-20:]
+            parts.append("zebra.log RMAC lines:\n" + "\n".join(rmac))
+            parts.append("zebra.log tail:\n" + "\n".join(lines[-30:]))
         return f"--- {leaf}\n" + "\n".join(parts)
 
     # ----------------------------------------------------------------- scenario steps
@@ -631,6 +652,17 @@ class IrbFabric:
         result.old_leaf_probes = len(probes.matching(lambda f: f.outgoing and f.timestamp >= moved))
         probes.close()
         result.routes_leaf3 = self.vm_routes("leaf3")
+        updates = [u for u in self.bgp.poll() if u.time >= moved and u.mac == VM_MAC]
+        result.new_route_at = next(
+            (u.time - t0 for u in updates
+             if not u.withdraw and u.ip == VM_IP4 and u.sender == UNDERLAY[new]),
+            None,
+        )  # fmt: skip
+        result.withdrawal_at = next(
+            (u.time - t0 for u in updates
+             if u.withdraw and u.ip == VM_IP4 and u.sender == UNDERLAY[old]),
+            None,
+        )  # fmt: skip
         result.zebra_mac_leaf3 = self.zebra_mac("leaf3")
         return result
 
