@@ -9,7 +9,7 @@ In a guest (the cumulus and sonic layouts need its kernel), through pytest, one 
 (layout and daemon mode) per test, `-s` so that the results reach pytest.log:
 
     sudo bash scripts/test-vm --image bookworm -- -s benchmarks/irb_migrations.py \\
-        -k "cumulus and takeover"
+        -k "cumulus and default"
 
 The lab is tests/support/irbfabric.py (issue 14): three FRR leaves, an anycast gateway,
 clients in VLAN 20 behind leaf1 and leaf3 pinging the VM (VLAN 10) every 10 ms. Moves
@@ -39,7 +39,7 @@ from tests.support.irbfabric import LAYOUTS, IrbFabric, Migration
 # be taken for the same announcement (as in benchmarks/fabric_migrations.py).
 HOLDDOWN = ("--holddown", "2")
 MODES: dict[str, tuple[str, ...] | None] = {
-    "takeover": (),  # the default: make-before-break
+    "default": (),  # the takeover: make-before-break
     "no-takeover": ("--no-takeover",),
     "no-daemon": None,
 }
