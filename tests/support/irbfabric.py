@@ -624,17 +624,42 @@ class IrbFabric:
         seen.close()
         return moved, t0
 
-    def measure_migration(self, *, timeout: float = 3.0, settle: float = 1.0) -> Migration:
+    def delay_bgp(self, leaf: str, seconds: float) -> None:
+        """Hold `leaf`'s BGP messages (TCP 179, both ports) `seconds` on its underlay port;
+        0 removes the delay. Delaying the old leaf's makes its withdrawal reach the others
+        after the new leaf's route: make-before-break as seen on leaf3, the order issue 14
+        links to leaf3's loss, whatever the machine's speed (under TCG the daemon's
+        takeover is slower than the old leaf's withdrawal, and the order reverses)."""
+        ns = self.ns[leaf]
+        if not seconds:
+            ns.run("tc", "qdisc", "del", "dev", "ul", "root", check=False)
+            return
+        # prio's third band carries only what the filters send there (TOS-bulk traffic
+        # aside, which this lab has none of).
+        for cmd in (
+            "qdisc add dev ul root handle 1: prio",
+            f"qdisc add dev ul parent 1:3 handle 30: netem delay {int(seconds * 1000)}ms",
+            "filter add dev ul parent 1: protocol ip u32 match ip sport 179 0xffff flowid 1:3",
+            "filter add dev ul parent 1: protocol ip u32 match ip dport 179 0xffff flowid 1:3",
+        ):
+            ns.run("tc", *cmd.split())
+
+    def measure_migration(
+        self, *, timeout: float = 3.0, settle: float = 1.0, old_bgp_delay: float = 0.0
+    ) -> Migration:
         """Ping from every client, move the VM, and wait until every client has had a reply
-        or `timeout` seconds passed since t0; then `settle` more seconds of pings, which
+        or `timeout` seconds passed since t0 (`old_bgp_delay`: `delay_bgp` on the old leaf
+        meanwhile); then `settle` more seconds of pings, which
         must be answered too: a remote leaf's zebra deletes its entry for the VM when the
         old leaf's withdrawal comes (~100 ms after the first RARP on the host), and a
         client that got the VM back until then loses it again."""
+        old = self.vm_leaf
         pingers = self.pingers()
         try:
             self.wait_reachable(pingers)
-            old = self.vm_leaf
             probes = self._old_leaf_probes(old)
+            if old_bgp_delay:
+                self.delay_bgp(old, old_bgp_delay)
             moved, t0 = self.migrate()
             new = self.vm_leaf
             end = netlab.deadline(timeout) - time.monotonic() + time.time()
@@ -643,6 +668,8 @@ class IrbFabric:
             time.sleep(settle * netlab.TIME_SCALE)
         finally:
             stopped = {k: p.stop() for k, p in pingers.items()}
+            if old_bgp_delay:
+                self.delay_bgp(old, 0)
         result = Migration(old, new, moved, t0)
         for key, p in pingers.items():
             result.clients[key] = p.outcome(
