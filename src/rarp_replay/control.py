@@ -164,7 +164,7 @@ class RoundRecord:
 
 
 # Engine events that belong to an open round (they carry mac and domain).
-_ROUND_EVENTS = frozenset({"takeover", "remote-deleted", "confirmed", "gave-up"})
+_ROUND_EVENTS = frozenset({"takeover-held", "takeover", "remote-deleted", "confirmed", "gave-up"})
 # Drops of an announcement for a MAC worth remembering ("why was it not restored?").
 _ANNOUNCEMENT_DROPS = frozenset({RATE_LIMIT_PORT, RATE_LIMIT_GLOBAL, EXCLUDED_PORT})
 
