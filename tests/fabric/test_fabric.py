@@ -409,16 +409,18 @@ def test_takeover_delay_advertises_only_after_the_old_leafs_withdrawal(
     answer only starts a hold; the withdrawal ends it, the relearn path restores the VM,
     and the two MAC/IP routes never coexist in the fabric (what FRR 8.4.4 needs in a
     symmetric-IRB fabric with a third leaf: NOTES.md section g)."""
-    s = scenario("--takeover-delay", "2")
+    # Well past the withdrawal (~0.1 s; up to ~1 s under TCG emulation, scaled likewise).
+    delay = 2.0 * netlab.TIME_SCALE
+    s = scenario("--takeover-delay", str(delay))
     s.migrate_with_rarps()
     s.assert_restored(VM_IP4)
     s.assert_confirmed(VM_IP4)
     s.assert_old_leaf_quiet()
     [held] = s.d_new.of("takeover-held")
-    assert held["address"] == VM_IP4 and held["delay_ms"] == 2000.0, s.logs()
+    assert held["address"] == VM_IP4 and held["delay_ms"] == delay * 1000, s.logs()
     [deleted] = s.d_new.of("remote-deleted")
     assert deleted["takeover"] == "withheld", s.logs()
-    assert deleted["held_ms"] < 2000.0, s.logs()
+    assert deleted["held_ms"] < delay * 1000, s.logs()
     assert not s.d_new.of("takeover"), s.logs()
     # On the wire: the old leaf's MAC/IP withdrawal, then the new leaf's MAC/IP.
     updates = s.fabric.bgp.poll()
