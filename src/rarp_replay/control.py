@@ -450,7 +450,9 @@ def _show_mac(s: State, mac: bytes, now: float) -> dict[str, Any]:
                 "port": _ifname(mirror, n.index),
                 "remote": n.ext_learned,
                 "domain": None if isinstance(where, Ignored) else where.name,
-                **({} if isinstance(where, Ignored) else _vni(where.vni)),
+                # The entry's VLAN as the fabric carries it, on any port (a remote MAC's
+                # too): what `bridge vlan tunnelshow` says for it.
+                **(_vni(mirror.vni(bridge, vlan)) if vlan else {}),
                 "port_role": where.reason if isinstance(where, Ignored) else "local",
             }
         )
