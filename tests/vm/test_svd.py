@@ -268,7 +268,9 @@ def test_old_leaf_sends_nothing_for_a_rarp_from_the_fabric(leaf: Leaf) -> None:
         d.wait_event("dropped", _dropped("bridge-copy", "vlan10", who), SLOW)
     # The bridge delivered it (the VNI mapped to VLAN 10 by the tunnel info): vm4's old
     # port got the flood, untagged.
-    [flooded] = at_vm4.wait_for(1, SLOW, lambda f: Ether(f.data).type == 0x8035)
+    [flooded] = at_vm4.wait_for(
+        1, SLOW, lambda f: (Ether(f.data).type, Ether(f.data).src) == (0x8035, mac)
+    )
     assert _egress_vid(flooded) is None
     assert leaf.announcements(mac) == []
     assert not at_vm4.matching(probe_to(mac))
