@@ -419,7 +419,8 @@ class Engine:
         bindings = self.mirror.bindings(mac, where.l3, now)
         if not bindings:
             self.stats[DROPPED[UNKNOWN_MAC]] += 1
-            fields: dict[str, object] = {
+            fields: dict[str, object] = {} if where.vni is None else {"vni": where.vni}
+            fields |= {
                 "port": self._ifname(ifindex),
                 "trigger": trigger,
                 "bindings": [],
@@ -470,9 +471,10 @@ class Engine:
             self.stats[SKIPPED[NO_SOURCE_ADDRESS]] += len(skipped)
         self.stats[ROUNDS] += 1
         self.stats[ROUNDS_BY[trigger]] += 1
-        fields = {
-            "mac": format_mac(mac),
-            "domain": where.name,
+        fields = {"mac": format_mac(mac), "domain": where.name}
+        if where.vni is not None:  # a single VXLAN device's VLAN tunnel (domain.Domain.vni)
+            fields["vni"] = where.vni
+        fields |= {
             "port": self._ifname(ifindex),
             "trigger": trigger,
             "bindings": shown,
