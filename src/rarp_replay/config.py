@@ -328,6 +328,15 @@ class Settings:
             "(make-before-break) instead of waiting for the old leaf's withdrawal",
         ),
     )
+    takeover_delay: float = field(
+        default=_D.takeover_delay,
+        metadata=_opt(
+            SECONDS,
+            "when the VM answers while EVPN's remote entry is there, wait this long for the "
+            "old leaf's withdrawal before taking over (0: at once); the route then leaves "
+            "after the withdrawal, never overlapping it",
+        ),
+    )
     fdb_trigger: bool = field(
         default=_D.fdb_trigger,
         metadata=_opt(

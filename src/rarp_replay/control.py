@@ -131,6 +131,7 @@ class RoundRecord:
     started: float  # time.monotonic() when it was recorded
     wall: float  # time.time() then
     port: str = ""
+    vni: int | None = None  # the announcement's `vni` (a single VXLAN device's VLAN tunnel)
     bindings: list[str] = field(default_factory=list)
     # (ms since the start, event, the Log's fields or the probed address): kept raw,
     # turned into text only when asked (str() of an IPv6 address is ~10 us of Python,
@@ -164,7 +165,7 @@ class RoundRecord:
 
 
 # Engine events that belong to an open round (they carry mac and domain).
-_ROUND_EVENTS = frozenset({"takeover", "remote-deleted", "confirmed", "gave-up"})
+_ROUND_EVENTS = frozenset({"takeover-held", "takeover", "remote-deleted", "confirmed", "gave-up"})
 # Drops of an announcement for a MAC worth remembering ("why was it not restored?").
 _ANNOUNCEMENT_DROPS = frozenset({RATE_LIMIT_PORT, RATE_LIMIT_GLOBAL, EXCLUDED_PORT})
 
@@ -218,6 +219,8 @@ class History:
         if event == "announcement":
             rec = self._new(f, start)
             rec.port = str(f.get("port", ""))
+            vni = f.get("vni")
+            rec.vni = vni if isinstance(vni, int) else None
             rec.bindings = [str(b) for b in _as_list(f.get("bindings"))]
             if "result" in f:
                 rec.result = str(f["result"])
@@ -368,10 +371,16 @@ def status(s: State, now: float) -> dict[str, Any]:
     }
 
 
+def _vni(vni: int | None) -> dict[str, int]:
+    """`vni`, only where the domain has one (a single VXLAN device's VLAN tunnel)."""
+    return {} if vni is None else {"vni": vni}
+
+
 def round_doc(r: Round, mirror: Mirror, now: float) -> dict[str, Any]:
     return {
         "mac": format_mac(r.mac),
         "domain": r.domain.name,
+        **_vni(r.domain.vni),
         "trigger": r.trigger,
         "age_ms": _ms(now - r.started),
         "targets": [
@@ -441,6 +450,9 @@ def _show_mac(s: State, mac: bytes, now: float) -> dict[str, Any]:
                 "port": _ifname(mirror, n.index),
                 "remote": n.ext_learned,
                 "domain": None if isinstance(where, Ignored) else where.name,
+                # The entry's VLAN as the fabric carries it, on any port (a remote MAC's
+                # too): what `bridge vlan tunnelshow` says for it.
+                **(_vni(mirror.vni(bridge, vlan)) if vlan else {}),
                 "port_role": where.reason if isinstance(where, Ignored) else "local",
             }
         )
@@ -448,6 +460,7 @@ def _show_mac(s: State, mac: bytes, now: float) -> dict[str, Any]:
     history = [
         {
             "domain": rec.domain,
+            **_vni(rec.vni),
             "trigger": rec.trigger,
             "port": rec.port,
             "ago_s": round(now - rec.started, 1),
@@ -525,7 +538,8 @@ def _render_status(d: Mapping[str, Any]) -> str:
 
 
 def _render_round(r: Mapping[str, Any]) -> str:
-    head = f"{r['mac']} {r['domain']} trigger={r['trigger']} age={r['age_ms']} ms\n"
+    vni = f" vni={r['vni']}" if "vni" in r else ""
+    head = f"{r['mac']} {r['domain']}{vni} trigger={r['trigger']} age={r['age_ms']} ms\n"
     rows = "".join(
         f"  {t['address']} on {t['interface']}: {t['state']}, {t['probes']} probes"
         + (f", confirmed at {t['confirmed_ms']} ms" if t["confirmed_ms"] is not None else "")
@@ -552,6 +566,8 @@ def _render_show(d: Mapping[str, Any]) -> str:
         for f in m["fdb"]:
             vlan = f" vlan {f['vlan']}" if f["vlan"] else ""
             where = f"domain {f['domain']}" if f["domain"] else f["port_role"]
+            if "vni" in f:
+                where += f" vni {f['vni']}"
             out.append(f"    {f['bridge']}{vlan} port {f['port']} ({where})\n")
         for r in m["rounds_in_flight"]:
             out.append("  in flight: " + _render_round(r).replace("\n  ", "\n    "))
@@ -559,7 +575,8 @@ def _render_show(d: Mapping[str, Any]) -> str:
         for h in m["history"]:
             out.append(
                 f"    {h['ago_s']} s ago: {h['trigger'] or '-'} on {h['port']} "
-                f"({h['domain'] or '-'}): {h['outcome']}\n"
+                f"({h['domain'] or '-'}{' vni ' + str(h['vni']) if 'vni' in h else ''}): "
+                f"{h['outcome']}\n"
             )
             for e in h["timeline"]:
                 rest = " ".join(

@@ -101,6 +101,8 @@ ANNOUNCEMENTS = "announcements"  # announcements past the rate limits (sum of ot
 ROUNDS = "rounds"  # rounds started (the sum of rounds.<trigger>)
 REPLIES = "replies"  # answers heard for an address of an open round
 TAKEOVERS = "takeovers"
+# Takeovers held (`takeover-delay`) and made unnecessary by the old leaf's withdrawal.
+TAKEOVERS_WITHHELD = "takeovers-withheld"
 REMOTE_DELETED = "remote-deleted"
 RESOLVES = "resolves"
 CONFIRMED = "confirmed"  # addresses confirmed (the sum of confirmed.<family>)
@@ -119,6 +121,7 @@ PLAIN = (
     ROUNDS,
     REPLIES,
     TAKEOVERS,
+    TAKEOVERS_WITHHELD,
     REMOTE_DELETED,
     RESOLVES,
     CONFIRMED,

@@ -106,6 +106,10 @@ class Domain:
     egress: int  # where probes are sent: the SVI / routed port / VLAN device
     egress_mac: bytes
     tag: int | None  # VLAN id to put on probes by hand (no VLAN device for it here)
+    # The VNI the domain's VLAN is carried in over the fabric, where a single VXLAN device
+    # of the bridge maps it (VLAN tunnel info); None elsewhere. For logs and
+    # rarp-replyctl only: resolution never needs it.
+    vni: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +191,13 @@ def _resolve_filtering(
         vid = pvid
     elif state is None or state.vlan_flags(vid) is None:
         return Ignored(VLAN_NOT_MEMBER, f"{port.name}: VLAN {vid}")
+    vni = mirror.vni(bridge.index, vid)
     svi = _vlan_upper(mirror, bridge.index, vid)
     if svi is not None:
         l3_dev = mirror.links[svi]
-        return _domain(mirror, (bridge.index, vid), l3_dev.name, port.index, l3_dev, tag=None)
+        return _domain(
+            mirror, (bridge.index, vid), l3_dev.name, port.index, l3_dev, tag=None, vni=vni
+        )
     # No SVI for the VLAN: the bridge device is the L3 interface if it is itself an
     # untagged member with that PVID (frames go up untagged, and an untagged probe
     # from it gets that VLAN: br_handle_vlan, br_allowed_ingress); otherwise probe
@@ -203,12 +210,25 @@ def _resolve_filtering(
     )
     name = bridge.name if untagged else f"{bridge.name}/vlan{vid}"
     return _domain(
-        mirror, (bridge.index, vid), name, port.index, bridge, tag=None if untagged else vid
+        mirror,
+        (bridge.index, vid),
+        name,
+        port.index,
+        bridge,
+        tag=None if untagged else vid,
+        vni=vni,
     )
 
 
 def _domain(
-    mirror: Mirror, key: tuple[int, int], name: str, port: int, l3_dev: Link, *, tag: int | None
+    mirror: Mirror,
+    key: tuple[int, int],
+    name: str,
+    port: int,
+    l3_dev: Link,
+    *,
+    tag: int | None,
+    vni: int | None = None,
 ) -> Domain | Ignored:
     if l3_dev.mac is None:
         return Ignored(NO_L3_INTERFACE, f"{name} has no MAC")
@@ -222,6 +242,7 @@ def _domain(
         egress=l3_dev.index,
         egress_mac=l3_dev.mac,
         tag=tag,
+        vni=vni,
     )
 
 

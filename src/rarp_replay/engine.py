@@ -58,6 +58,7 @@ from .counters import (
     ROUNDS_BY,
     SKIPPED,
     TAKEOVERS,
+    TAKEOVERS_WITHHELD,
     UNKNOWN_MAC,
     dropped,
 )
@@ -145,6 +146,16 @@ class Config:
     # once per address and round: if the control plane installs its remote
     # entry again, it wins and the engine waits for its deletion instead.
     takeover: bool = True
+    # Hold the takeover this many seconds (0: take over at once), waiting for
+    # EVPN to delete its remote entry (the old leaf's withdrawal): then the
+    # engine resolves as on any withdrawal, the kernel learns the VM from its
+    # solicited answer, and this leaf's MAC/IP route leaves only after the old
+    # one is gone, never overlapping it. The takeover happens only if the delay
+    # runs out first (old leaf dead or slow). Why: FRR 8.4.0-8.4.4 (also
+    # 8.5.0-8.5.2, 9.0.0) can lose a third leaf's route to the VM when both
+    # routes overlap (tests/fabric/NOTES.md g).
+    # The daemon's default: changed here only, `config.Settings` reads it.
+    takeover_delay: float = 0.0
     # NDA_PROTOCOL of entries this daemon writes, so that nobody (FRR 10.6+
     # included, which recognises its own entries by protocol) mistakes them
     # for the control plane's. 82 is unassigned in iproute2's rt_protos.
@@ -244,6 +255,10 @@ class Target:
     retry: int = 0
     confirmed_at: float | None = None
     took_over: bool = False
+    # The VM answered while the remote entry was in the way and `takeover_delay`
+    # holds the takeover: when the hold began and until when (None: no hold).
+    held_at: float | None = None
+    hold_until: float | None = None
     proven: bool = False  # an answer entered through a local port of the domain
 
 
@@ -404,7 +419,8 @@ class Engine:
         bindings = self.mirror.bindings(mac, where.l3, now)
         if not bindings:
             self.stats[DROPPED[UNKNOWN_MAC]] += 1
-            fields: dict[str, object] = {
+            fields: dict[str, object] = {} if where.vni is None else {"vni": where.vni}
+            fields |= {
                 "port": self._ifname(ifindex),
                 "trigger": trigger,
                 "bindings": [],
@@ -455,9 +471,10 @@ class Engine:
             self.stats[SKIPPED[NO_SOURCE_ADDRESS]] += len(skipped)
         self.stats[ROUNDS] += 1
         self.stats[ROUNDS_BY[trigger]] += 1
-        fields = {
-            "mac": format_mac(mac),
-            "domain": where.name,
+        fields = {"mac": format_mac(mac), "domain": where.name}
+        if where.vni is not None:  # a single VXLAN device's VLAN tunnel (domain.Domain.vni)
+            fields["vni"] = where.vni
+        fields |= {
             "port": self._ifname(ifindex),
             "trigger": trigger,
             "bindings": shown,
@@ -510,18 +527,39 @@ class Engine:
         self.stats[REPLIES] += 1
         if t.state is not TargetState.REMOTE or t.took_over or not self.config.takeover:
             return []
-        t.took_over = True
-        self.stats[TAKEOVERS] += 1
+        delay = self.config.takeover_delay
+        if delay <= 0:
+            return self._take_over(rnd, t, now)
+        if t.hold_until is not None:
+            return []  # already held: the first answer set the clock
+        t.held_at, t.hold_until = now, now + delay
+        self._arm((mac, where.key), rnd)
         return [
-            Takeover(t.ifindex, t.address, mac, self.config.neigh_protocol),
             self._log(
-                "takeover",
+                "takeover-held",
                 "info",
                 mac,
                 where,
                 address=str(address),
                 after_ms=_ms(now - rnd.started),
-            ),
+                delay_ms=_ms(delay),
+            )
+        ]
+
+    def _take_over(self, rnd: Round, t: Target, now: float) -> list[Action]:
+        """Replace EVPN's remote entry for `t` by a local one: the VM answered from here."""
+        t.took_over = True
+        self.stats[TAKEOVERS] += 1
+        fields: dict[str, object] = {
+            "address": str(t.address),
+            "after_ms": _ms(now - rnd.started),
+        }
+        if t.held_at is not None:
+            fields["held_ms"] = _ms(now - t.held_at)
+            t.held_at = t.hold_until = None
+        return [
+            Takeover(t.ifindex, t.address, rnd.mac, self.config.neigh_protocol),
+            self._log("takeover", "info", rnd.mac, rnd.domain, **fields),
         ]
 
     def on_event(self, event: Event, now: float) -> list[Action]:
@@ -638,16 +676,17 @@ class Engine:
                     self._resolve(t, actions)
                 self._probe(rnd.domain, rnd.mac, t, now, actions)
                 self.stats[REMOTE_DELETED] += 1
-                actions.append(
-                    self._log(
-                        "remote-deleted",
-                        "info",
-                        rnd.mac,
-                        rnd.domain,
-                        address=str(t.address),
-                        after_ms=_ms(now - rnd.started),
-                    )
-                )
+                fields: dict[str, object] = {
+                    "address": str(t.address),
+                    "after_ms": _ms(now - rnd.started),
+                }
+                if t.held_at is not None:
+                    # The wait paid off: no takeover, the kernel learns the VM now.
+                    self.stats[TAKEOVERS_WITHHELD] += 1
+                    fields["takeover"] = "withheld"
+                    fields["held_ms"] = _ms(now - t.held_at)
+                    t.held_at = t.hold_until = None
+                actions.append(self._log("remote-deleted", "info", rnd.mac, rnd.domain, **fields))
             return actions
         if rec.lladdr != rnd.mac:
             return actions  # the address now belongs to someone else: leave it be
@@ -740,6 +779,12 @@ class Engine:
             if expired:
                 t.state = TargetState.GAVE_UP
                 continue
+            if t.hold_until is not None and now >= t.hold_until:
+                if t.state is TargetState.REMOTE and self.config.takeover:
+                    # The withdrawal did not come in time (old leaf dead or slow).
+                    actions.extend(self._take_over(rnd, t, now))
+                else:  # takeover turned off meanwhile (SIGHUP): wait for the withdrawal
+                    t.held_at = t.hold_until = None
             due = t.next_probe
             if _refused_remote(t) and due is not None and now >= due:
                 # Its first probe was held back by the probe rate limit: without
@@ -764,6 +809,8 @@ class Engine:
         """When this round next needs `tick`: a retry, or giving up."""
         due = rnd.started + self.config.give_up
         for t in rnd.targets.values():
+            if t.hold_until is not None and t.hold_until < due:
+                due = t.hold_until
             if (
                 (t.state is TargetState.PROBING or _refused_remote(t))
                 and t.next_probe is not None

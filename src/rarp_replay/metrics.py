@@ -153,6 +153,10 @@ COUNTERS: dict[str, CounterSpec] = {
     "takeovers": CounterSpec(
         "EVPN remote entries replaced by a local one after the VM answered (make-before-break)."
     ),
+    "takeovers_withheld": CounterSpec(
+        "Takeovers held back (takeover-delay) and not done: the old leaf's withdrawal came "
+        "first, and the kernel learned the VM as after any withdrawal."
+    ),
     "remote_deleted": CounterSpec(
         "EVPN remote entries of an open round deleted (the old leaf's withdrawal)."
     ),
@@ -187,6 +191,7 @@ _PLAIN: dict[str, str] = {
     counters.SEND_ERRORS: "send_errors",
     counters.REPLIES: "replies",
     counters.TAKEOVERS: "takeovers",
+    counters.TAKEOVERS_WITHHELD: "takeovers_withheld",
     counters.REMOTE_DELETED: "remote_deleted",
     counters.RESOLVES: "resolves",
     counters.GAVE_UP: "gave_up",

@@ -397,3 +397,46 @@ def test_no_rarp_unsolicited_na_triggers_fdb_move_round(
         s.assert_restored(ip)
     assert len(s.d_new.of("announcement")) == 1, s.logs()
     s.assert_old_leaf_quiet(rarps=0)
+
+
+# -- takeover-delay: the new route waits for the old leaf's withdrawal ---------------------------
+
+
+def test_takeover_delay_advertises_only_after_the_old_leafs_withdrawal(
+    scenario: Callable[..., Scenario],
+) -> None:
+    """With a delay longer than the old leaf's withdrawal takes (~100 ms here), the VM's
+    answer only starts a hold; the withdrawal ends it, the relearn path restores the VM,
+    and the two MAC/IP routes never coexist in the fabric (what FRR 8.4.4 needs in a
+    symmetric-IRB fabric with a third leaf: NOTES.md section g)."""
+    # Well past the withdrawal (~0.1 s; up to ~1 s under TCG emulation, scaled likewise).
+    delay = 2.0 * netlab.TIME_SCALE
+    s = scenario("--takeover-delay", str(delay))
+    s.migrate_with_rarps()
+    s.assert_restored(VM_IP4)
+    s.assert_confirmed(VM_IP4)
+    s.assert_old_leaf_quiet()
+    [held] = s.d_new.of("takeover-held")
+    assert held["address"] == VM_IP4 and held["delay_ms"] == delay * 1000, s.logs()
+    [deleted] = s.d_new.of("remote-deleted")
+    assert deleted["takeover"] == "withheld", s.logs()
+    assert deleted["held_ms"] < delay * 1000, s.logs()
+    assert not s.d_new.of("takeover"), s.logs()
+    # On the wire: the old leaf's MAC/IP withdrawal, then the new leaf's MAC/IP.
+    updates = s.fabric.bgp.poll()
+    withdrawn = [
+        u.time
+        for u in updates
+        if u.time >= s.t0
+        and u.withdraw
+        and u.mac == VM_MAC
+        and u.ip == VM_IP4
+        and u.sender == UNDERLAY[s.old]
+    ]
+    advertised = [u.time for u in s.advertisements(VM_IP4)]
+    assert withdrawn and advertised, updates
+    assert min(withdrawn) < min(advertised), (withdrawn, advertised, s.logs())
+    # And the new leaf's kernel went through the delete (no in-place takeover).
+    assert s.monitor_new.matching(
+        lambda e: e.time >= s.t0 and e.dst == VM_IP4 and e.kind == "del"
+    ), s.logs()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from rarp_replay import control
+from rarp_replay.config import Settings
 from rarp_replay.domain import DEFAULT_FABRIC_PORTS, Domain, GlobSet, Ignored, resolve
 from rarp_replay.domain import source_address as source_address_of
 from rarp_replay.engine import Engine, Resolve, SendFrame
@@ -203,12 +205,14 @@ def test_untagged_and_priority_tagged_belong_to_the_pvid(vid: int | None) -> Non
     assert d.key == (BR, 10) and d.name == "vlan10" and d.port == SWP1
     assert d.l3 == (VLAN10, V0) and d.egress == VLAN10 and d.tag is None
     assert d.egress_mac == SVI_MAC
+    assert d.vni == 10010  # vxlan48's VLAN tunnel info: for logs, not for resolution
 
 
 def test_tagged_frame_on_a_member_trunk() -> None:
     d = where(leaf(), SWP2, 20)
     assert isinstance(d, Domain)
     assert (d.key, d.l3, d.egress, d.tag) == ((BR, 20), (VLAN20,), VLAN20, None)
+    assert d.vni == 10020
 
 
 @pytest.mark.parametrize(
@@ -276,6 +280,7 @@ def test_vlan_without_svi_probes_from_the_bridge_tagged() -> None:
     d = where(m, SWP2, 30)
     assert isinstance(d, Domain)
     assert (d.key, d.egress, d.tag, d.name) == ((BR, 30), BR, 30, "br_default/vlan30")
+    assert d.vni is None  # no VXLAN port maps VLAN 30
     # The bridge's own untagged PVID VLAN: the bridge device is the L3 interface, untagged.
     m.apply(through_the_wire(BridgePort(SWP2, "swp2", BR, (BridgeVlan(1, 1),))), 2.0)
     d1 = where(m, SWP2, 1)
@@ -292,6 +297,7 @@ def test_traditional_bridge_is_unchanged_by_vlan_state() -> None:
     assert isinstance(d, Domain) and d.key == (BR, 10) and d.egress == VLAN10
     d0 = where(m, SWP1, None)
     assert isinstance(d0, Domain) and d0.key == (BR, 0) and d0.egress == BR
+    assert d.vni is None and d0.vni is None  # the bridge maps no VLAN to a VNI then
 
 
 def test_probe_source_is_the_svi_address_else_the_anycast_one() -> None:
@@ -344,6 +350,7 @@ def test_fdb_move_written_as_extern_learn_triggers_in_the_entry_vlan() -> None:
     assert probe.egress == VLAN20 and probe.target == ip_address("10.0.20.50")
     [ann] = [a for a in acts if getattr(a, "event", None) == "announcement"]
     assert ann.fields["domain"] == "vlan20" and ann.fields["moved_from"] == "vxlan48"
+    assert ann.fields["vni"] == 10020
     # Moving back to the fabric (the VM left again) starts nothing, logs nothing.
     assert eng.on_event(fdb_event(VX, 20, state=NUD_REACHABLE, flags=NTF_EXT_LEARNED), 9.0) == []
     assert eng.stats["fdb-moves"] == 1
@@ -442,6 +449,7 @@ def test_real_kernel_resolution() -> None:
     assert d.key == (ix["br0"], 10) and d.l3 == (ix["vlan10"], ix["vlan10-v0"])
     t = where(m, ix["swp2"], 20)
     assert isinstance(t, Domain) and t.key == (ix["br0"], 20) and t.egress == ix["vlan20"]
+    assert (d.vni, t.vni) == (10010, 10020)
     for name, vid, reason in (
         ("swp2", 10, "vlan-not-member"),
         ("vlan10", None, "bridge-copy"),
@@ -469,3 +477,34 @@ def test_real_kernel_notification_carries_the_vlan_list() -> None:
 
 def test_fixture_kernel_is_recorded() -> None:
     assert (DATA / "uname.txt").read_text().startswith("6.1.")
+
+
+def test_vni_is_in_the_announcement_and_rarp_replyctl() -> None:
+    # The VLAN's VNI (vxlan48's tunnel info) is shown wherever the round's domain is; a
+    # domain without one (VLAN 30 below, a traditional bridge) has no `vni` key at all.
+    m = leaf()
+    remote_vm(m, VLAN10, "10.0.10.50")
+    m.apply(fdb_event(SWP1, 10, state=NUD_REACHABLE), 0.5)
+    eng, hist = Engine(m), control.History()
+    acts = eng.on_frame(rarp_request_frame(VM_MAC), SWP1, None, now=1.0)
+    [ann] = [a for a in acts if getattr(a, "event", None) == "announcement"]
+    assert list(ann.fields)[:3] == ["mac", "domain", "vni"] and ann.fields["vni"] == 10010
+    hist.feed(acts, 1.0)
+    s = control.State(eng, m, hist, "9.9", 1, 0.0, None, Settings().as_dict(), None)
+    [r] = control.handle(b"rounds\n", s, 1.5)["rounds"]
+    assert (r["domain"], r["vni"]) == ("vlan10", 10010)
+    assert "52:54:00:00:00:10 vlan10 vni=10010 trigger=rarp" in control.render(
+        control.handle(b"rounds\n", s, 1.5)
+    )
+    doc = control.handle(b"show 52:54:00:00:00:10\n", s, 2.0)
+    [mac] = doc["macs"]
+    [fdb] = mac["fdb"]
+    assert (fdb["port"], fdb["domain"], fdb["vni"]) == ("swp1", "vlan10", 10010)
+    [h] = mac["history"]
+    assert (h["domain"], h["vni"]) == ("vlan10", 10010)
+    text = control.render(doc)
+    assert "port swp1 (domain vlan10 vni 10010)" in text and "(vlan10 vni 10010)" in text
+    # VLAN 30 has no SVI and no tunnel: no `vni` anywhere.
+    m.apply(through_the_wire(BridgePort(SWP2, "swp2", BR, (BridgeVlan(30, 30),))), 3.0)
+    acts = eng.on_frame(rarp_request_frame(VM_MAC, vid=30), SWP2, 30, now=3.0)
+    assert all("vni" not in a.fields for a in acts if getattr(a, "event", None) == "announcement")

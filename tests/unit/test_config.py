@@ -64,6 +64,7 @@ def test_settings_map_onto_the_engine_by_name() -> None:
         retry_backoff=(0.5,),
         relearn=False,
         takeover=False,
+        takeover_delay=0.25,
         fdb_trigger=False,
         port_rate=Rate(1.0, 2.0),
         global_rate=Rate(3.0, 4.0),
@@ -86,6 +87,7 @@ def test_file_then_flags_precedence(tmp_path: Path) -> None:
         include = ["swp*", "bond*"]
         fabric-ports = ["uplink*"]
         takeover = false
+        takeover-delay = 0.25
         port-rate = "100/200"
         global-rate = { rate = 300, burst = 600 }
         probe-rate = 50
@@ -93,13 +95,17 @@ def test_file_then_flags_precedence(tmp_path: Path) -> None:
         netlink-rcvbuf = "4M"
         """,
     )
-    s, used = config.load(path, parse("--holddown", "1", "--include", "swp9", "--takeover"))
+    s, used = config.load(
+        path,
+        parse("--holddown", "1", "--include", "swp9", "--takeover", "--takeover-delay", "0.5"),
+    )
     assert used == path
     assert s.holddown == 1.0  # flag wins
     assert s.give_up == 12.5  # file
     assert s.include == ("swp9",)  # a list flag replaces the file's list
     assert s.fabric_ports == ("uplink*",)
     assert s.takeover is True
+    assert s.takeover_delay == 0.5  # flag wins
     assert s.port_rate == (100.0, 200.0)
     assert s.global_rate == (300.0, 600.0)
     assert s.probe_rate == (50.0, 50.0)
@@ -118,6 +124,7 @@ def test_file_then_flags_precedence(tmp_path: Path) -> None:
         ("holddown = -1", "holddown: expected seconds >= 0"),
         ("holddown = true", "holddown: expected a number"),
         ("takeover = 1", "takeover: expected true or false"),
+        ("takeover-delay = -0.5", "takeover-delay: expected seconds >= 0"),
         ("port-rate = '0/5'", "port-rate: rate must be > 0"),
         ("port-rate = { rate = 5, bust = 1 }", "port-rate: expected { rate = R, burst = B }"),
         ("include = 'swp*'", "include: expected a list"),
@@ -173,6 +180,7 @@ def test_every_setting_has_a_flag_and_help() -> None:
     [
         (["--port-rate", "x"], "expected RATE[/BURST]"),
         (["--holddown", "-3"], "expected seconds >= 0"),
+        (["--takeover-delay", "soon"], "expected seconds >= 0"),
         (["--retry-backoff", "1,0"], "every retry step must be > 0"),
         (["--netlink-rcvbuf", "12X"], "expected BYTES"),
         (["--log-level", "loud"], "expected one of"),

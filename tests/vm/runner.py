@@ -18,6 +18,10 @@ Images:
             project and the results shared over 9p; the .deb built on the host by
             scripts/build-deb. Opt-in (--image systemd), not in the default run.
 
+`--module MOD ARGS...` runs `python -m MOD ARGS...` in the guest instead of pytest (the
+fabric benchmarks, which need the guests' kernels); its output is the session's log and it may
+write files to $RARP_REPLAY_RESULTS, the results directory shared with the host.
+
 Caches live under /var/cache/rarp-replay-vm (CACHE). Each entry is a directory named by
 its key (what it was built from) holding a STAMP file written last, after everything else
 is in place: an entry without the stamp, or whose stamp names another key, is half-built
@@ -432,12 +436,22 @@ out={results}
 }} > "$out/versions.txt" 2>&1
 cd {repo}
 export RARP_REPLAY_VM={image} RARP_REPLAY_TIME_SCALE={scale}{env}
-export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-timeout -k 10 {timeout} {python} -m pytest -p no:cacheprovider -ra -v \
-  --junitxml="$out/junit.xml" {args} > "$out/pytest.log" 2>&1
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 RARP_REPLAY_RESULTS="$out"
+timeout -k 10 {timeout} {python} -m {command} > "$out/pytest.log" 2>&1
 rc=$?{post}
 echo $rc > "$out/rc"
 """
+
+
+def guest_command(pytest_args: Sequence[str], module: Sequence[str] | None = None) -> str:
+    """What the guest runs after `python -m`: pytest with its JUnit XML, or `module` (a
+    benchmark: `--module benchmarks.irb_migrations -n 5`), whose output also goes to
+    pytest.log and which may write files to $RARP_REPLAY_RESULTS (the results dir)."""
+    if module:
+        return shlex.join(module)
+    return 'pytest -p no:cacheprovider -ra -v --junitxml="$out/junit.xml" ' + shlex.join(
+        pytest_args
+    )
 
 
 @dataclass
@@ -478,6 +492,7 @@ def run_image(
     timeout: int,
     results: Path,
     time_scale: float,
+    module: Sequence[str] | None = None,
 ) -> Outcome:
     started = time.monotonic()
     if image == "systemd":
@@ -500,7 +515,7 @@ def run_image(
     # summary and XML written) before the guest is killed from outside.
     script = GUEST_SCRIPT.format(
         results=GUEST_RESULTS, python=python, repo=shlex.quote(repo), image=image,
-        timeout=max(60, timeout - 120), args=shlex.join(pytest_args),
+        timeout=max(60, timeout - 120), command=guest_command(pytest_args, module),
         scale=1 if kvm else time_scale, versions="", env="", post="",
     )  # fmt: skip
     script_file = results / "run.sh"
@@ -564,7 +579,7 @@ def run_systemd(
     guest_debs = " ".join(f"{GUEST_RESULTS}/debs/{d.name}" for d in debs)
     script = GUEST_SCRIPT.format(
         results=GUEST_RESULTS, python=TRIXIE_PYTHON, repo=GUEST_REPO, image=image,
-        timeout=max(60, timeout - 240), args=shlex.join(pytest_args),
+        timeout=max(60, timeout - 240), command=guest_command(pytest_args),
         scale=1 if kvm else time_scale,
         versions='\n  echo "init   $(cat /proc/1/comm) $(systemctl --version | head -1)"',
         env=f"\nexport RARP_REPLAY_DEBS={shlex.quote(guest_debs)}",
@@ -638,6 +653,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--full", action="store_true", help="the whole fabric suite, not only its core"
     )
     parser.add_argument("--build-only", action="store_true", help="fill the caches, run nothing")
+    parser.add_argument(
+        "--module", nargs=argparse.REMAINDER, help="run `python -m MODULE ARGS...` in the guest"
+        " instead of pytest (a benchmark; it may write to $RARP_REPLAY_RESULTS); must come last",
+    )  # fmt: skip
     parser.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # SIGTERM (CI cancelling, timeout(1)) unwinds like Ctrl-C, so the guest is killed.
@@ -646,6 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("test-vm: needs root (QEMU, namespaces in the guest, the cache)", file=sys.stderr)
         return 2
     images = args.image or list(DEFAULT_IMAGES)
+    if args.module is not None and (not args.module or "systemd" in images):
+        parser.error("--module needs a module, and --image bookworm or trixie")
     CACHE.mkdir(parents=True, exist_ok=True)
     failed = False
     reports = []
@@ -666,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     pytest_args=SYSTEMD_PYTEST if image == "systemd" and not args.pytest_args
                     else selection,
                     timeout=args.timeout,
-                    results=results, time_scale=args.time_scale,
+                    results=results, time_scale=args.time_scale, module=args.module,
                 )  # fmt: skip
             except VmError as exc:
                 log(f"FAILED: {exc}")

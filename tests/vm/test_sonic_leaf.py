@@ -29,7 +29,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from rarp_replay.frames.arp import rarp_request_frame
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
-from tests.vm.vlanlab import SLOW, START, kernel_lacks, neigh, probe_to, team_mode
+from tests.vm.vlanlab import SLOW, LeafLab, leaf_lab, neigh, probe_to, team_mode
 
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 
@@ -52,17 +52,11 @@ def _mac(text: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def leaf() -> Iterator[Leaf]:
-    lab = netlab.Lab()
-    try:
-        yield from _leaf(lab)
-    finally:
-        lab.close()
+    with leaf_lab("team", ("link", "add", "pc", "type", "team")) as lab:
+        yield _leaf(lab)
 
 
-def _leaf(lab: netlab.Lab) -> Iterator[Leaf]:
-    missing = kernel_lacks(lab, ("link", "add", "pc", "type", "team"))
-    if missing is not None:
-        pytest.skip(f"needs a kernel with VLAN filtering, 802.1Q and team ({missing})")
+def _leaf(lab: LeafLab) -> Leaf:
     sw, hv = lab.netns("sw"), lab.netns("hv")
     lab.veth(hv, "eth0", sw, "Ethernet0", up=False)
     hv.sysctl("net.ipv6.conf.all.disable_ipv6", 1)  # no chatter but what the test sends
@@ -105,12 +99,7 @@ def _leaf(lab: netlab.Lab) -> Iterator[Leaf]:
             "bridge", "fdb", "replace", mac, "dev", "vtep-10", "master", "extern_learn",
             "vlan", "10",
         )  # fmt: skip
-    tx = hv.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    tx.bind(("eth0", 0))
-    daemon = DaemonProc(sw).ready(timeout=START)
-    yield Leaf(sw, hv, tx, daemon)
-    assert daemon.stop() == 0
-    tx.close()
+    return Leaf(sw, hv, lab.tx(hv, "eth0"), lab.serve(sw))
 
 
 def _arp_reply_from(f: netlab.Frame, mac: str) -> bool:

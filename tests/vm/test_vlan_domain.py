@@ -30,7 +30,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from rarp_replay.frames.arp import rarp_request_frame
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
-from tests.vm.vlanlab import SLOW, START, kernel_lacks, neigh, probe_to
+from tests.vm.vlanlab import SLOW, LeafLab, leaf_lab, neigh, probe_to
 
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 
@@ -62,17 +62,11 @@ class Leaf:
 
 @pytest.fixture(scope="module")
 def leaf() -> Iterator[Leaf]:
-    lab = netlab.Lab()
-    try:
-        yield from _leaf(lab)
-    finally:
-        lab.close()
+    with leaf_lab("bond", ("link", "add", "bond1", "type", "bond")) as lab:
+        yield _leaf(lab)
 
 
-def _leaf(lab: netlab.Lab) -> Iterator[Leaf]:
-    missing = kernel_lacks(lab, ("link", "add", "bond1", "type", "bond"))
-    if missing is not None:
-        pytest.skip(f"needs a kernel with VLAN filtering, 802.1Q and bond ({missing})")
+def _leaf(lab: LeafLab) -> Leaf:
     sw = lab.netns("sw")
     vms = {name: lab.netns(name) for name in VMS}
     for name, (mac, _ip, port) in VMS.items():
@@ -122,15 +116,8 @@ def _leaf(lab: netlab.Lab) -> Iterator[Leaf]:
     sw.ip("addr", "add", "10.0.20.2/24", "dev", "vlan20")
     for name, (mac, ip, _port) in VMS.items():
         sw.remote_neighbor(ip, mac, "vlan20" if name == "vm2" else "vlan10")
-    tx = {}
-    for name in VMS:
-        tx[name] = vms[name].socket(socket.AF_PACKET, socket.SOCK_RAW)
-        tx[name].bind(("eth0", 0))
-    daemon = DaemonProc(sw).ready(timeout=START)
-    yield Leaf(sw, vms, tx, daemon)
-    assert daemon.stop() == 0
-    for s in tx.values():
-        s.close()
+    tx = {name: lab.tx(vms[name], "eth0") for name in VMS}
+    return Leaf(sw, vms, tx, lab.serve(sw))
 
 
 def test_access_port_untagged_is_one_round_on_the_svi(leaf: Leaf) -> None:

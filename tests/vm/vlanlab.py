@@ -1,5 +1,6 @@
-"""What the VM tests of VLAN-aware leaves share: time bounds, kernel checks, matchers,
-and a way to give a team device a mode without teamd."""
+"""What the VM tests of VLAN-aware leaves share: time bounds, kernel checks, the lab of a
+module's leaf with its daemon, matchers, and a way to give a team device a mode without
+teamd."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import contextlib
 import json
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
 from scapy.layers.l2 import ARP, Ether
 
 from tests.support import netlab
+from tests.support.daemon_proc import DaemonProc
 
 SLOW = 120.0  # seconds: TCG runs code several times slower than the host
 START = 300.0  # the daemon's start-up under TCG: leaf set-up and start took 107 s at load 10
@@ -29,6 +32,55 @@ def kernel_lacks(lab: netlab.Lab, *extra: tuple[str, ...]) -> str | None:
         if r.returncode != 0:
             return f"`ip {' '.join(args)}`: {r.stderr.strip()}"
     return None
+
+
+class LeafLab(netlab.Lab):
+    """The namespaces of one test module's leaf, the sending sockets of its hosts and the
+    daemon serving it. One leaf and one daemon serve a whole module: under TCG a daemon
+    start costs tens of seconds (START)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.daemon: DaemonProc | None = None
+        self._sockets: list[socket.socket] = []
+
+    def keep(self, sock: socket.socket) -> socket.socket:
+        """`sock`, closed with the lab."""
+        self._sockets.append(sock)
+        return sock
+
+    def tx(self, ns: netlab.Netns, dev: str) -> socket.socket:
+        """A raw socket on `dev` of `ns`: frames leave it as they are (tags by hand)."""
+        sock = self.keep(ns.socket(socket.AF_PACKET, socket.SOCK_RAW))
+        sock.bind((dev, 0))
+        return sock
+
+    def serve(self, sw: netlab.Netns, *args: str) -> DaemonProc:
+        """Start the daemon in `sw` (extra command-line `args`) and wait until it is ready."""
+        self.daemon = DaemonProc(sw, *args).ready(timeout=START)
+        return self.daemon
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        super().close()  # stops the daemon too if it is still running
+
+
+@contextlib.contextmanager
+def leaf_lab(needs: str, *extra: tuple[str, ...]) -> Iterator[LeafLab]:
+    """A `LeafLab`, skipping the module where the kernel cannot build a VLAN-aware leaf
+    and the `extra` links (`needs` names them in the reason). When the module is done,
+    the daemon must have run until told to stop, and exit 0."""
+    lab = LeafLab()
+    try:
+        missing = kernel_lacks(lab, *extra)
+        if missing is not None:
+            pytest.skip(f"needs a kernel with VLAN filtering, 802.1Q and {needs} ({missing})")
+        yield lab
+        if lab.daemon is not None:
+            assert lab.daemon.stop() == 0
+    finally:
+        lab.close()
 
 
 def probe_to(mac: str) -> Callable[[netlab.Frame], bool]:
