@@ -45,6 +45,8 @@ MODES: dict[str, tuple[str, ...] | None] = {
     # The default with the old leaf's BGP held back (IrbFabric.delay_bgp): the new leaf's
     # route reaches leaf3 before the withdrawal, the order issue 14 blames, even under TCG.
     "default-late-withdrawal": (),
+    # main's answer for affected FRR versions (README "Make-before-break and FRR versions").
+    "takeover-delay": ("--takeover-delay", "2"),
 }
 LATE_WITHDRAWAL = 1.0  # seconds the old leaf's BGP is held in that mode (x TIME_SCALE)
 GUEST_RUNS = 3  # per series in a guest: a TCG lab takes minutes to build
