@@ -69,7 +69,9 @@ def series(
             fab.start_daemons(*HOLDDOWN, *daemon_args, timeout=300.0)
         print(f"{layout}: lab up in {time.monotonic() - t:.1f} s", file=sys.stderr)
         for i in range(runs):
-            m = fab.measure_migration(timeout=timeout, old_bgp_delay=old_bgp_delay)
+            m = fab.measure_migration(
+                timeout=timeout, old_bgp_delay=old_bgp_delay, steady=daemon_args is not None
+            )
             out.append(record(fab, m, i))
             print("IRB-RESULT " + json.dumps(out[-1]), flush=True)
         fab.close()

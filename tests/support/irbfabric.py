@@ -575,13 +575,16 @@ class IrbFabric:
             for dst in (VM_IP4, VM_IP6)
         }
 
-    def wait_reachable(self, pingers: dict[str, Pinger], timeout: float = 10.0) -> None:
-        """Every client reaches the VM, and leaf3 holds zebra's remote entries for it."""
+    def wait_reachable(
+        self, pingers: dict[str, Pinger], timeout: float = 10.0, *, routes: bool = True
+    ) -> None:
+        """Every client reaches the VM, and (`routes`) leaf3 holds zebra's remote entries
+        for it: the steady state after a move the fabric recovered from."""
         since = time.time()
         for key, p in pingers.items():
             netlab.wait_until(partial(p.replied_since, since), timeout=timeout, interval=0.02,
                               what=f"{key} reaching the VM")  # fmt: skip
-        for ip in (VM_IP4, VM_IP6):
+        for ip in (VM_IP4, VM_IP6) if routes else ():
             netlab.wait_until(partial(self.remote_neighbor, "leaf3", ip), timeout=timeout,
                               interval=0.02, what=f"zebra's entry for {ip} on leaf3")  # fmt: skip
 
@@ -645,18 +648,25 @@ class IrbFabric:
             ns.run("tc", *cmd.split())
 
     def measure_migration(
-        self, *, timeout: float = 3.0, settle: float = 1.0, old_bgp_delay: float = 0.0
+        self,
+        *,
+        timeout: float = 3.0,
+        settle: float = 1.0,
+        old_bgp_delay: float = 0.0,
+        steady: bool = True,
     ) -> Migration:
         """Ping from every client, move the VM, and wait until every client has had a reply
         or `timeout` seconds passed since t0 (`old_bgp_delay`: `delay_bgp` on the old leaf
-        meanwhile); then `settle` more seconds of pings, which
+        meanwhile; `steady`: first wait for leaf3's routes to the VM, which without the
+        daemon nobody advertises after a first move); then `settle` more seconds of pings,
+        which
         must be answered too: a remote leaf's zebra deletes its entry for the VM when the
         old leaf's withdrawal comes (~100 ms after the first RARP on the host), and a
         client that got the VM back until then loses it again."""
         old = self.vm_leaf
         pingers = self.pingers()
         try:
-            self.wait_reachable(pingers)
+            self.wait_reachable(pingers, routes=steady)
             probes = self._old_leaf_probes(old)
             if old_bgp_delay:
                 self.delay_bgp(old, old_bgp_delay)
