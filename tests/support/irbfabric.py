@@ -194,6 +194,7 @@ class Migration:
                 k: {
                     "restored": o.restored,
                     "downtime_ms": _ms(o.downtime),
+                    "stable_from_ms": _ms(o.stable_from),
                     "longest_gap_ms": round(o.longest_gap * 1e3, 1),
                     "lost_again": o.lost_again,
                     "last_reply_ms": None if o.last_reply is None else round(o.last_reply * 1e3),

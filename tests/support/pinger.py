@@ -33,6 +33,10 @@ class PingOutcome:
     downtime: float | None  # t0 to the first reply to an echo sent after the move (or None)
     lost_again: bool  # reached after the move, then no reply in the last `grace` seconds
     last_reply: float | None  # the last reply's time minus t0
+    # From t0 to the first reply of the final run without a `grace` gap (None: no reply
+    # after the move): later than `downtime` when replies stopped again for a while, e.g.
+    # between the old leaf's withdrawal and the new leaf's route.
+    stable_from: float | None
     longest_gap: float  # longest time without a reply, the end of pinging included
     sent: int
     received: int
@@ -66,11 +70,16 @@ def ping_outcome(
     if sent:
         gaps.append(marks[0] - min(t for _s, t in sent))
     lost_again = bool(after) and after[-1] < end - grace
+    resumed = next(
+        (b for a, b in reversed(list(itertools.pairwise(after))) if b - a > grace),
+        after[0] if after else None,
+    )
     return PingOutcome(
         restored=downtime is not None and downtime <= timeout and not lost_again,
         downtime=downtime,
         lost_again=lost_again,
         last_reply=times[-1] - t0 if times else None,
+        stable_from=None if resumed is None else resumed - t0,
         longest_gap=max(gaps, default=0.0),
         sent=len(sent),
         received=len(replies),

@@ -64,3 +64,19 @@ def test_echo_reply_parsing(ipv6: bool) -> None:
     assert parse_echo_reply(reply, 0x1234, ipv6) == 7
     assert parse_echo_reply(reply, 0x1235, ipv6) is None
     assert parse_echo_reply(reply[:5], 0x1234, ipv6) is None
+
+
+def test_stable_from_is_after_the_last_long_gap() -> None:
+    # Back at 1.2, lost again from 1.4 to 1.9 (the withdrawal before the new route), then fine.
+    sent, replies = _every_10ms(0.0, 3.0, lost=(0.995, 1.2))
+    replies = [(n, t) for n, t in replies if not 1.4 <= t < 1.9]
+    out = ping_outcome(sent, replies, moved=1.0, t0=1.1, end=3.0, timeout=1.0)
+    assert out.restored
+    assert out.downtime == pytest.approx(0.101, abs=1e-6)
+    assert out.stable_from == pytest.approx(0.801, abs=1e-6)
+
+
+def test_stable_from_equals_downtime_without_a_later_gap() -> None:
+    sent, replies = _every_10ms(0.0, 3.0, lost=(0.995, 1.35))
+    out = ping_outcome(sent, replies, moved=1.0, t0=1.2, end=3.0, timeout=1.0)
+    assert out.stable_from == out.downtime
