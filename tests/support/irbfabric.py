@@ -687,7 +687,10 @@ class IrbFabric:
                 moved=moved, t0=t0, end=stopped[key], timeout=timeout * netlab.TIME_SCALE,
                 grace=GRACE * netlab.TIME_SCALE,
             )  # fmt: skip
-        result.old_leaf_probes = len(probes.matching(lambda f: f.outgoing and f.timestamp >= moved))
+        # From t0: before the fabric is told, the old leaf's kernel may probe its own entry
+        # for the VM (NUD, 5 s after client traffic used it: a guest under TCG took 15 s
+        # from re-plug to the FDB write once), which is neither the daemon's nor the move's.
+        result.old_leaf_probes = len(probes.matching(lambda f: f.outgoing and f.timestamp >= t0))
         probes.close()
         result.routes_leaf3 = self.vm_routes("leaf3")
         updates = [u for u in self.bgp.poll() if u.time >= moved and u.mac == VM_MAC]
