@@ -324,8 +324,8 @@ class Settings:
         default=_D.takeover,
         metadata=_opt(
             BOOL,
-            "when the VM answers, replace EVPN's remote entry by a local one at once "
-            "(make-before-break) instead of waiting for the old leaf's withdrawal",
+            "when the VM answers, replace EVPN's remote entry by a local one (after "
+            "takeover-delay) instead of waiting for the old leaf's withdrawal without a bound",
         ),
     )
     takeover_delay: float = field(
@@ -333,8 +333,9 @@ class Settings:
         metadata=_opt(
             SECONDS,
             "when the VM answers while EVPN's remote entry is there, wait this long for the "
-            "old leaf's withdrawal before taking over (0: at once); the route then leaves "
-            "after the withdrawal, never overlapping it",
+            "old leaf's withdrawal before taking over; the route then leaves after the "
+            "withdrawal, never overlapping it (0: at once, make-before-break, which FRR "
+            "8.4.0-8.4.4, 8.5.0-8.5.2 and 9.0.0 can answer by losing the VM on other leaves)",
         ),
     )
     fdb_trigger: bool = field(

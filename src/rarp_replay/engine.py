@@ -136,13 +136,14 @@ class Config:
     # access port): guests that announce with GARP/NA, hypervisors that
     # announce nothing, a lost RARP. Deduplicated with the RARP trigger.
     fdb_trigger: bool = True
-    # Make-before-break: when the VM answers a probe while EVPN's remote entry
-    # for the address still exists (the kernel ignores that answer: the entry
-    # is NOARP), replace the entry administratively with a local REACHABLE
-    # one. FRR's zebra takes that as the neighbor moving from remote to local
-    # and advertises the MAC/IP from this leaf with a higher mobility sequence
-    # number, before the old leaf has even withdrawn (measured in
-    # tests/fabric/NOTES.md: ~61 ms instead of ~162 ms after the RARP). Done
+    # Takeover: when the VM answers a probe while EVPN's remote entry for the
+    # address still exists (the kernel ignores that answer: the entry is
+    # NOARP), replace the entry administratively with a local REACHABLE one.
+    # FRR's zebra takes that as the neighbor moving from remote to local and
+    # advertises the MAC/IP from this leaf with a higher mobility sequence
+    # number. With `takeover_delay` 0 that is make-before-break: before the
+    # old leaf has even withdrawn (measured in tests/fabric/NOTES.md: ~61 ms
+    # instead of ~162 ms after the RARP); by default it is held (below). Done
     # once per address and round: if the control plane installs its remote
     # entry again, it wins and the engine waits for its deletion instead.
     takeover: bool = True
@@ -151,11 +152,19 @@ class Config:
     # engine resolves as on any withdrawal, the kernel learns the VM from its
     # solicited answer, and this leaf's MAC/IP route leaves only after the old
     # one is gone, never overlapping it. The takeover happens only if the delay
-    # runs out first (old leaf dead or slow). Why: FRR 8.4.0-8.4.4 (also
-    # 8.5.0-8.5.2, 9.0.0) can lose a third leaf's route to the VM when both
-    # routes overlap (tests/fabric/NOTES.md g).
+    # runs out first (old leaf dead or slow, or a withdrawal that never comes:
+    # FRR #21473). Why 1 s by default and not 0: FRR 8.4.0-8.4.4 (Debian 12's),
+    # 8.5.0-8.5.2 and 9.0.0 lose a third leaf's route to the VM for good when
+    # both routes overlap (tests/fabric/NOTES.md g). In a three-leaf symmetric-
+    # IRB lab on FRR 8.4.4, a delay of 0 lost the third leaf's client whenever
+    # the new route reached it before the withdrawal, while a held takeover and
+    # `--no-takeover` restored every client (3 of 3, median downtime 59-89 ms
+    # under TCG). A lost client is far worse than the withdrawal's ~50-100 ms
+    # the hold costs; 1 s covers a two-leaf lab's withdrawal (~0.1 s) tenfold
+    # and bounds the wait when it never comes. 0 (make-before-break) is safe on
+    # FRR 8.4.5+, 8.5.3+, 9.0.1+ and 9.1 and later.
     # The daemon's default: changed here only, `config.Settings` reads it.
-    takeover_delay: float = 0.0
+    takeover_delay: float = 1.0
     # NDA_PROTOCOL of entries this daemon writes, so that nobody (FRR 10.6+
     # included, which recognises its own entries by protocol) mistakes them
     # for the control plane's. 82 is unassigned in iproute2's rt_protos.

@@ -126,7 +126,8 @@ def test_every_subcommand_in_text_and_json(net: CtlNet) -> None:
     assert h["outcome"] == "confirmed" and h["trigger"] == "rarp" and h["port"] == "swp1"
     events = [e["event"] for e in h["timeline"]]
     assert events[0] == "trigger"
-    for step in ("probe", "takeover", "confirmed"):
+    # The default takeover-delay holds each takeover first (nothing withdraws here).
+    for step in ("probe", "takeover-held", "takeover", "confirmed"):
         assert events.count(step) == 2, events
     at = [e["at_ms"] for e in h["timeline"]]
     assert at == sorted(at) and at[-1] < 5000

@@ -35,6 +35,10 @@ VM_MAC = "52:54:00:12:34:56"
 SVI_MAC = "02:00:00:00:01:00"
 VM_V4 = ["192.0.2.10", "198.51.100.10"]
 VM_V6 = "2001:db8:100::10"
+# Make-before-break (`takeover-delay` 0, not the default) for the tests about the takeover
+# at the VM's first answer; nothing withdraws EVPN's entries here, so the default would
+# take over only when its 1 s hold runs out.
+MBB = ("--takeover-delay", "0")
 
 
 @dataclass
@@ -368,7 +372,7 @@ def test_mac_moving_to_another_local_port_without_rarp_is_probed(net: Net) -> No
 def test_vm_reply_replaces_remote_entry_with_local_one(net: Net) -> None:
     """Make-before-break: the VM's answer proves it is local; the kernel would
     ignore it (the entry is NOARP), so the daemon replaces the entry itself."""
-    d = DaemonProc(net.sw).ready()
+    d = DaemonProc(net.sw, *MBB).ready()
     net.rarp_from_vm()
     d.wait_event("takeover", count=3)
     d.wait_event("confirmed", count=3)
@@ -383,6 +387,29 @@ def test_vm_reply_replaces_remote_entry_with_local_one(net: Net) -> None:
         # `ip -j` shows extern_learn as a key of its own ("extern_learn": null).
         assert e["lladdr"] == VM_MAC and "extern_learn" not in e and "NOARP" not in e["state"]
         assert e["state"] == ["REACHABLE"] and e.get("protocol") == "82", e
+
+
+def test_default_holds_the_takeover_until_the_old_leafs_withdrawal(net: Net) -> None:
+    """The default `takeover-delay` (1 s): the VM's answers are held, not taken over;
+    EVPN's withdrawal (the remote entries deleted, as zebra does) ends the hold, and the
+    kernel learns the VM from its solicited answer. Why: tests/fabric/NOTES.md g."""
+    d = DaemonProc(net.sw).ready()
+    net.rarp_from_vm()
+    held = d.wait_event("takeover-held", count=3)
+    assert {e["address"] for e in held} == {*VM_V4, VM_V6}
+    assert all(e["delay_ms"] == 1000.0 for e in held), held
+    for ip in (*VM_V4, VM_V6):  # the old leaf withdraws
+        net.sw.ip("neigh", "del", ip, "dev", "br100")
+    deleted = d.wait_event("remote-deleted", count=3)
+    assert all(e["takeover"] == "withheld" for e in deleted), deleted
+    d.wait_event("confirmed", count=3)
+    assert not d.of("takeover"), d.of("takeover")
+    out = net.sw.run("ip", "-j", "neigh", "show", "dev", "br100").stdout
+    got = {e["dst"]: e for e in json.loads(out)}
+    for ip in (*VM_V4, VM_V6):
+        e = got[ip]
+        assert e["lladdr"] == VM_MAC and "extern_learn" not in e and "NOARP" not in e["state"], e
+    assert d.stop() == 0
 
 
 def _vm_silent_and_remote_in_fdb(net: Net) -> None:

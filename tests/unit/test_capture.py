@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rarp_replay.engine import Engine, SendFrame, Takeover
+from rarp_replay.engine import Config, Engine, SendFrame, Takeover
 from rarp_replay.errors import FrameError
 from rarp_replay.frames.arp import (
     ArpOp,
@@ -218,7 +218,9 @@ def test_engine_on_capture_is_on_frame() -> None:
 
 
 def test_engine_takes_over_on_a_classified_answer() -> None:
-    eng = Engine(switch(remote("192.0.2.10")))
+    # `takeover-delay` 0 (make-before-break, not the default): the answer's visible
+    # effect is then the takeover itself.
+    eng = Engine(switch(remote("192.0.2.10")), Config(takeover_delay=0.0))
     assert not eng.expects_answers
     eng.on_frame(rarp_request_frame(VM_MAC), PORT, None, 0.0)
     assert eng.expects_answers

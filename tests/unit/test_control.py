@@ -48,8 +48,12 @@ def state(engine: Engine, history: control.History) -> control.State:
 
 
 def migrate() -> tuple[Engine, control.History]:
-    """A RARP for a VM behind EVPN's remote entry, its answer, the takeover, confirmation."""
-    eng = Engine(switch(remote("192.0.2.10"), remote("2001:db8:100::10")), Config())
+    """A RARP for a VM behind EVPN's remote entry, its answer, the takeover, confirmation.
+    With `takeover-delay` 0 (make-before-break, not the default), so that the documents
+    show a takeover at the answer's time."""
+    eng = Engine(
+        switch(remote("192.0.2.10"), remote("2001:db8:100::10")), Config(takeover_delay=0.0)
+    )
     hist = control.History()
     hist.feed(eng.on_frame(rarp_request_frame(VM_MAC), PORT, None, 1.0), 1.0)
     hist.feed(eng.on_frame(arp_reply(ip="192.0.2.10"), PORT, None, 1.012), 1.012)

@@ -62,6 +62,10 @@ from tests.support.topology import (
 
 VM = format_mac(VM_MAC)
 SVI = format_mac(SVI_MAC)
+# Make-before-break (`takeover-delay` 0, not the default): for the tests whose visible
+# result is the takeover itself, at the VM's first answer. The held takeover (the
+# default) is tests/unit/test_engine_takeover_delay.py's.
+MBB = Config(takeover_delay=0.0)
 
 
 def sends(actions: list) -> list[SendFrame]:  # type: ignore[type-arg]
@@ -360,7 +364,7 @@ def na_from_vm(ip: str) -> bytes:
 
 def test_reply_while_remote_entry_exists_takes_over_once() -> None:
     m = switch(remote("192.0.2.10"), remote("2001:db8:100::10"))
-    eng = Engine(m)
+    eng = Engine(m, MBB)
     eng.on_frame(rarp(), PORT, None, now=0.0)
     # The copy seen on the bridge device and an answer via the fabric do nothing.
     assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), BR, None, 0.001) == []
@@ -382,7 +386,7 @@ def test_vm_answer_is_proven_by_its_port_copy_in_either_order() -> None:
     # sockets may hand the copies over in either order. One proof, one takeover, and
     # nothing counted as not local.
     for order in ((PORT, BR), (BR, PORT)):
-        eng = Engine(switch(remote("192.0.2.10")))
+        eng = Engine(switch(remote("192.0.2.10")), MBB)
         eng.on_frame(rarp(), PORT, None, now=0.0)
         acts = [
             a
@@ -399,7 +403,7 @@ def test_vm_answer_is_proven_by_its_port_copy_in_either_order() -> None:
 def test_svi_copy_read_a_pass_before_its_port_copy_is_not_counted() -> None:
     # The capture's sockets are read one after another: a reply arriving meanwhile can
     # have its SVI copy read in this pass and its port copy in the next, a tick between.
-    eng = Engine(switch(remote("192.0.2.10")))
+    eng = Engine(switch(remote("192.0.2.10")), MBB)
     eng.on_frame(rarp(), PORT, None, now=0.0)
     eng.on_frame(arp_reply_from_vm("192.0.2.10"), BR, None, 0.001)
     assert eng.tick(0.0015) == []
@@ -425,7 +429,7 @@ def test_copies_of_one_answer_across_a_new_round_are_not_counted() -> None:
 def test_answer_seen_only_on_the_svi_is_no_proof_and_counted() -> None:
     # The bridge's ARP suppression answering our probe (br_do_proxy_suppress_arp): the
     # reply is delivered to the bridge device only, never seen entering through a port.
-    eng = Engine(switch(remote("192.0.2.10"), remote("2001:db8:100::10")))
+    eng = Engine(switch(remote("192.0.2.10"), remote("2001:db8:100::10")), MBB)
     eng.on_frame(rarp(), PORT, None, now=0.0)
     assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), BR, None, 0.0002) == []
     assert eng.on_frame(na_from_vm("2001:db8:100::10"), BR, None, 0.0003) == []
@@ -461,7 +465,7 @@ def test_no_takeover_when_disabled_or_control_plane_reinstalls() -> None:
     eng.on_frame(rarp(), PORT, None, now=0.0)
     assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.001) == []
     m = switch(remote("192.0.2.10"))
-    eng = Engine(m)
+    eng = Engine(m, MBB)
     eng.on_frame(rarp(), PORT, None, now=0.0)
     assert eng.on_frame(arp_reply_from_vm("192.0.2.10"), PORT, None, 0.001)
     again = new(remote("192.0.2.10"))  # zebra puts its entry back: it wins

@@ -40,14 +40,48 @@ def takeovers(actions: list) -> list[Takeover]:  # type: ignore[type-arg]
     return [a for a in actions if isinstance(a, Takeover)]
 
 
-def test_default_is_no_delay_and_one_constant() -> None:
-    assert Config().takeover_delay == 0.0
+def test_default_holds_the_takeover_for_one_second_and_is_one_constant() -> None:
+    # The default holds (FRR 8.4.0-8.4.4 loses a third leaf's client on make-before-break:
+    # tests/fabric/NOTES.md g), and the daemon's setting is the engine's constant.
+    assert Config().takeover_delay == 1.0
     assert config.Settings().takeover_delay == Config().takeover_delay
+    m = switch(remote(IP))
+    eng = Engine(m)
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    acts = eng.on_frame(arp_reply_from_vm(IP), PORT, None, 0.01)
+    assert takeovers(acts) == []
+    [hold] = logs(acts, "takeover-held")
+    assert hold.fields["delay_ms"] == 1000.0 and hold.fields["after_ms"] == 10.0
+    assert eng.next_deadline() == 1.01
+    # The old leaf withdraws at 110 ms (the two-leaf lab's ~100 ms): no takeover, a resolve.
+    ev = gone(remote(IP))
+    m.apply(ev, 0.11)
+    acts = eng.on_netlink(ev, 0.11)
+    assert Resolve(BR, ADDR) in acts
+    [deleted] = logs(acts, "remote-deleted")
+    assert deleted.fields["takeover"] == "withheld" and deleted.fields["held_ms"] == 100.0
+    assert takeovers(eng.tick(1.01)) == []
+    assert eng.stats[TAKEOVERS] == 0 and eng.stats[TAKEOVERS_WITHHELD] == 1
+
+
+def test_default_takes_over_after_one_second_if_the_withdrawal_never_comes() -> None:
+    # The old leaf dead, or a withdrawal that never comes (FRR #21473): the wait is bounded.
     eng = Engine(switch(remote(IP)))
+    eng.on_frame(rarp(), PORT, None, now=0.0)
+    assert takeovers(eng.on_frame(arp_reply_from_vm(IP), PORT, None, 0.01)) == []
+    assert takeovers(eng.tick(1.009)) == []
+    acts = eng.tick(1.01)
+    assert takeovers(acts) == [Takeover(BR, ADDR, VM_MAC, 82)]
+    assert logs(acts, "takeover")[0].fields["held_ms"] == 1000.0
+
+
+def test_zero_delay_takes_over_at_once() -> None:
+    eng = Engine(switch(remote(IP)), Config(takeover_delay=0.0))
     eng.on_frame(rarp(), PORT, None, now=0.0)
     acts = eng.on_frame(arp_reply_from_vm(IP), PORT, None, 0.01)
     assert takeovers(acts) == [Takeover(BR, ADDR, VM_MAC, 82)]
     assert "held_ms" not in logs(acts, "takeover")[0].fields
+    assert not logs(acts, "takeover-held")
 
 
 def test_withdrawal_within_the_delay_means_no_takeover_and_a_resolve() -> None:
