@@ -44,6 +44,9 @@ TIMEOUT = 3.0
 SETTLE = {False: 3.0, True: 1.0}  # by "with the daemon"
 MARK = 0.1  # seconds of pings per mark in the strips
 PER_LINE = 5  # marks per printed line (one line every 0.5 s)
+# Seconds an echo's reply is waited for before its mark is printed: the lab's round trip
+# is under 1 ms when the path is there.
+REPLY = 0.05
 FAMILY = {"v4": "IPv4", "v6": "IPv6"}
 LEAF_OF_VTEP = {v: k for k, v in VTEP.items()}
 # The daemon's events shown for a migration (the debug-level rest is per-frame detail).
@@ -63,8 +66,8 @@ def ms(seconds: float, sign: str = "") -> str:
 
 
 class PingStrips:
-    """Every 0.5 s, one line per client and family: one mark per 100 ms after the first
-    RARP, "#" when an echo reply arrived in it, "." when none did (the gap growing)."""
+    """Every 0.5 s, a line of marks per client and family, one per 100 ms after the first
+    RARP, by the echoes sent in it: "#" all answered, "+" some, "." none (the gap growing)."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -72,6 +75,7 @@ class PingStrips:
         self._pingers: dict[str, Pinger] = {}
         self._t0 = 0.0
         self._next = 0  # the next line's index (line k covers t0 + k*0.5 s .. +0.5 s)
+        self._end = float("inf")  # the last echo's time, once the pingers stopped
 
     def start(self, pingers: dict[str, Pinger], moved: float, t0: float) -> None:
         """measure_migration's `on_move`: print from the line where the cable moved."""
@@ -80,6 +84,7 @@ class PingStrips:
         self._next = int((moved - t0) // (MARK * PER_LINE))
         heads = "".join(f"{k.split('/')[0]} {FAMILY[k.split('/')[1]]:<{CELL - 8}}"
                         for k in self._pingers)  # fmt: skip
+        say(f"   the VM's cable moved at {ms(moved - t0, '+')}, its first RARP is 0")
         say(f"   {'ms after the 1st RARP':<{SPAN}}{heads}".rstrip())
         self._thread = threading.Thread(target=self._run, daemon=True, name="ping strips")
         self._thread.start()
@@ -88,8 +93,7 @@ class PingStrips:
         return self._t0 + (k + 1) * MARK * PER_LINE
 
     def _run(self) -> None:
-        # A line is printed once its last echo had time for its reply (20 ms).
-        while not self._stop.wait(max(0.0, self._line_end(self._next) + 0.02 - time.time())):
+        while not self._stop.wait(max(0.0, self._line_end(self._next) + REPLY - time.time())):
             self._print(self._next)
             self._next += 1
 
@@ -100,6 +104,7 @@ class PingStrips:
         if self._thread is not None:
             self._thread.join()
         last = max((t for p in self._pingers.values() for _s, t in p.sent), default=0.0)
+        self._end = last - REPLY  # later echoes' replies may have come after the socket closed
         while self._line_end(self._next - 1) < last:
             self._print(self._next)
             self._next += 1
@@ -109,15 +114,13 @@ class PingStrips:
         start = self._t0 + k * MARK * PER_LINE
         cells = []
         for p in self._pingers.values():
-            replies = [t for _seq, t in p.matching()]
-            sent = [t for _seq, t in list(p.sent)]
+            answered = {seq for seq, _t in p.matching()}
+            sent = [(seq, t) for seq, t in list(p.sent) if t < self._end]
             marks = ""
             for i in range(PER_LINE):
                 a, b = start + i * MARK, start + (i + 1) * MARK
-                if any(a <= t < b for t in replies):
-                    marks += "#"
-                else:
-                    marks += "." if any(a <= t < b for t in sent) else " "
+                got = [seq in answered for seq, t in sent if a <= t < b]
+                marks += "#" if got and all(got) else "+" if any(got) else "." if got else " "
             cells.append(f"{marks:<{CELL}}")
         lo, hi = 1e3 * (start - self._t0), 1e3 * (start + MARK * PER_LINE - self._t0)
         say(f"   {f'{lo:6.0f} .. {hi:5.0f}':<{SPAN}}" + "".join(cells).rstrip())
@@ -141,10 +144,10 @@ def client_lines(m: Migration, end: float) -> list[str]:
 
 def bgp_line(m: Migration) -> str:
     """What leaf3 heard, and what it holds now."""
-    new = "never" if m.new_route_at is None else f"at {ms(m.new_route_at, '+')}"
+    new = ("never advertises the VM's MAC/IP" if m.new_route_at is None
+           else f"advertises the VM's MAC/IP at {ms(m.new_route_at, '+')}")  # fmt: skip
     gone = "never" if m.withdrawal_at is None else f"at {ms(m.withdrawal_at, '+')}"
-    return (f"   BGP seen at leaf3: {m.new} advertises the VM's MAC/IP {new}, {m.old} withdraws "
-            f"its own {gone}")  # fmt: skip
+    return f"   BGP seen at leaf3: {m.new} {new}, {m.old} withdraws its own {gone}"
 
 
 def leaf3_view(m: Migration) -> str:
@@ -215,7 +218,7 @@ def main() -> int:
     say("  ND and echo and never speaks first")
     say(f"  client1 {c1.ips[0]} behind {c1.leaf}, client3 {c3.ips[0]} behind {c3.leaf} "
         "(VLAN 20): echo every 10 ms")  # fmt: skip
-    say("  one mark per 100 ms: # echo replies came, . none (blank: not pinging);")
+    say("  one mark per 100 ms of echoes: # all answered, + some, . none (blank: not pinging);")
     say("  downtime: from the first RARP to the first echo reply")
     say()
     lost, lines = part("1. WITHOUT rarp-reply: the VM moves hv1 -> hv2 (leaf1 -> leaf2), QEMU "
