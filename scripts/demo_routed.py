@@ -194,9 +194,11 @@ def part(title: str, daemon: bool) -> tuple[Migration, list[str]]:
             fab.start_daemons()
         say(f"{title}  (lab up in {time.monotonic() - started:.1f} s)")
         strips = PingStrips()
-        # steady: every client reaches the VM before the move, and leaf3 has its routes.
-        m = fab.measure_migration(timeout=TIMEOUT, settle=SETTLE[daemon], on_move=strips.start)
-        end = strips.finish()
+        try:
+            # steady: every client reaches the VM before the move, and leaf3 has its routes.
+            m = fab.measure_migration(timeout=TIMEOUT, settle=SETTLE[daemon], on_move=strips.start)
+        finally:
+            end = strips.finish()  # stops its thread, whatever happened
         lines = [*client_lines(m, end), bgp_line(m), leaf3_view(m)]
         if daemon:
             lines += daemon_lines(fab, m)
@@ -211,11 +213,10 @@ def main() -> int:
     started = time.monotonic()
     c1, c3 = CLIENTS["client1"], CLIENTS["client3"]
     say("rarp-replay demo, routed: clients in another subnet ping a silent VM across its")
-    say("live migration (three FRR leaves, asymmetric IRB, namespaces rrt*-demo-*)")
+    say("live migration (three FRR leaves, asymmetric IRB, namespaces rrt*demo-*)")
     say(f"  leaf1..3 (VTEPs {VTEP['leaf1']}..3), each the anycast gateway {VM_NET.v4(1)} "
         f"/ {ANYCAST_MAC}")  # fmt: skip
-    say(f"  VM {VM_MAC} {VM_IP4} {VM_IP6} (VLAN 10) behind hv1 -> leaf1; it answers ARP,")
-    say("  ND and echo and never speaks first")
+    say(f"  VM {VM_MAC} {VM_IP4} {VM_IP6} (VLAN 10) on hv1 -> leaf1: answers, never speaks")
     say(f"  client1 {c1.ips[0]} behind {c1.leaf}, client3 {c3.ips[0]} behind {c3.leaf} "
         "(VLAN 20): echo every 10 ms")  # fmt: skip
     say("  one mark per 100 ms of echoes: # all answered, + some, . none (blank: not pinging);")
