@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """The README's demo: a silent VM live-migrates in an EVPN fabric, without and with rarp-reply.
 
+`--routed` shows what a client in another subnet feels instead (scripts/demo_routed.py:
+three leaves, an anycast gateway, the clients' pings); what follows is the default.
+
 Run as root (`sudo bash scripts/demo` installs what is needed first). Everything
 happens in network namespaces named rrt<run-id>-*: two FRR leaves (zebra +
 bgpd, iBGP EVPN, VNI 100, ARP suppression), a hypervisor bridge under each, and
@@ -21,6 +24,7 @@ when the demo ends, however it ends.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import time
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from scripts import demo_routed
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
 from tests.support.fabric import (
@@ -157,14 +162,26 @@ def timeline(
     return t0, sorted(out)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--routed",
+        action="store_true",
+        help="three leaves, anycast gateway, clients in another subnet pinging the VM "
+        "(scripts/demo_routed.py)",
+    )
+    args = p.parse_args(argv)
     if not netlab.have_root():
         say("demo: needs root (it builds network namespaces): sudo bash scripts/demo")
         return 1
     if shutil.which("vtysh") is None or not Path("/usr/lib/frr/zebra").exists():
         say("demo: needs FRR (apt-get install frr); scripts/setup-env installs it")
         return 1
-    netlab.install_signal_cleanup()  # SIGTERM unwinds through the finally below
+    netlab.install_signal_cleanup()  # SIGTERM unwinds through the labs' finally blocks
+    return demo_routed.main() if args.routed else two_leaves()
+
+
+def two_leaves() -> int:
     started = time.monotonic()
     lab = netlab.Lab("demo")
     fab: EvpnFabric | None = None

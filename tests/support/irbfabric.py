@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -655,6 +656,7 @@ class IrbFabric:
         settle: float = 1.0,
         old_bgp_delay: float = 0.0,
         steady: bool = True,
+        on_move: Callable[[dict[str, Pinger], float, float], None] | None = None,
     ) -> Migration:
         """Ping from every client, move the VM, and wait until every client has had a reply
         or `timeout` seconds passed since t0 (`old_bgp_delay`: `delay_bgp` on the old leaf
@@ -663,7 +665,8 @@ class IrbFabric:
         which
         must be answered too: a remote leaf's zebra deletes its entry for the VM when the
         old leaf's withdrawal comes (~100 ms after the first RARP on the host), and a
-        client that got the VM back until then loses it again."""
+        client that got the VM back until then loses it again. `on_move(pingers, moved, t0)`
+        runs right after the move (the demo streams the pings from there)."""
         old = self.vm_leaf
         pingers = self.pingers()
         try:
@@ -673,6 +676,8 @@ class IrbFabric:
                 self.delay_bgp(old, old_bgp_delay)
             moved, t0 = self.migrate()
             new = self.vm_leaf
+            if on_move is not None:
+                on_move(pingers, moved, t0)
             end = netlab.deadline(timeout) - time.monotonic() + time.time()
             while time.time() < end and not all(p.replied_since(moved) for p in pingers.values()):
                 time.sleep(0.02)
