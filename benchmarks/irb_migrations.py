@@ -5,8 +5,13 @@
     sudo .venv/bin/python -m benchmarks.irb_migrations -n 3 --daemon-arg=--no-takeover
     sudo .venv/bin/python -m benchmarks.irb_migrations -n 3 --no-daemon
 
-In a guest (the cumulus and sonic layouts need its kernel), through pytest, one series
-(layout and daemon mode) per test, `-s` so that the results reach pytest.log:
+In a guest (the cumulus and sonic layouts need its kernel), as a module:
+
+    sudo bash scripts/test-vm --image bookworm --module benchmarks.irb_migrations \\
+        --layout sonic -n 5
+
+or through pytest, one series (layout and daemon mode) per test, `-s` so that the results
+reach pytest.log:
 
     sudo bash scripts/test-vm --image bookworm -- -s benchmarks/irb_migrations.py \\
         -k "cumulus and default"
