@@ -69,7 +69,7 @@ from tests.support.fabric import (
     vtysh,
 )
 from tests.support.pinger import Pinger, PingOutcome
-from tests.vm.vlanlab import team_mode
+from tests.vm.vlanlab import ANYCAST_MAC, team_mode
 
 LAYOUTS = ("traditional", "cumulus", "sonic")
 LEAVES = ("leaf1", "leaf2", "leaf3")
@@ -79,7 +79,6 @@ HYPERVISOR = {"hv1": "leaf1", "hv2": "leaf2"}
 
 VM_MAC = "52:54:00:aa:00:10"
 VM_IP4, VM_IP6 = "192.0.2.10", "2001:db8:10::10"
-ANYCAST_MAC = "00:00:5e:00:01:01"  # the VRRP virtual router MAC block (RFC 5798), VRID 1
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from tests.support import netlab
+from tests.vm.vlanlab import ANYCAST_MAC
 
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 
 SVI_MAC = "02:00:00:00:10:01"
-ANYCAST_MAC = "00:00:5e:00:01:01"  # VRRP's first virtual MAC, Cumulus's anycast default
 
 
 def kernel_version() -> tuple[int, int]:

@@ -29,11 +29,10 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from rarp_replay.frames.arp import rarp_request_frame
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
-from tests.vm.vlanlab import SLOW, LeafLab, leaf_lab, neigh, probe_to, team_mode
+from tests.vm.vlanlab import ANYCAST_MAC, SLOW, LeafLab, leaf_lab, neigh, probe_to, team_mode
 
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 
-ANYCAST_MAC = "00:00:5e:00:01:01"
 VM1 = ("52:54:00:00:00:0b", "10.0.10.11")
 VM2 = ("52:54:00:00:00:0c", "10.0.10.12")
 

@@ -40,12 +40,11 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from rarp_replay.frames.arp import rarp_request_frame
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
-from tests.vm.vlanlab import SLOW, LeafLab, leaf_lab, neigh, probe_to
+from tests.vm.vlanlab import SLOW, LeafLab, cumulus_svis, leaf_lab, neigh, probe_to
 
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 
 SVI_MAC = "02:00:00:00:0a:00"
-ANYCAST_MAC = "00:00:5e:00:01:01"
 LOCAL_VTEP, REMOTE_VTEP = "10.0.0.1", "10.0.0.2"
 VXLAN_PORT = 4789  # IANA's (RFC 7348 5)
 VNI = {10: 10010, 20: 10020}  # VLAN -> VNI
@@ -136,12 +135,7 @@ def _leaf(lab: LeafLab, variant: str) -> Leaf:
     )  # fmt: skip
     for dev in ("swp1", "swp2", "swp3", "swp4", "vxlan48"):
         sw.ip("link", "set", dev, "master", "br0")
-    sw.ip("link", "add", "link", "br0", "name", "vlan10", "type", "vlan", "id", "10")
-    sw.ip("link", "add", "link", "br0", "name", "vlan20", "type", "vlan", "id", "20")
-    sw.ip(
-        "link", "add", "link", "vlan10", "name", "vlan10-v0", "address", ANYCAST_MAC,
-        "type", "macvlan", "mode", "private",
-    )  # fmt: skip
+    cumulus_svis(sw)
     cmds = []
     for _name, (_mac, _ip, port, vid, tagged) in VMS.items():
         cmds += [f"vlan del dev {port} vid 1", f"vlan add dev {port} vid {vid}"]

@@ -30,12 +30,11 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from rarp_replay.frames.arp import rarp_request_frame
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
-from tests.vm.vlanlab import SLOW, LeafLab, leaf_lab, neigh, probe_to
+from tests.vm.vlanlab import SLOW, LeafLab, cumulus_svis, leaf_lab, neigh, probe_to
 
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 
 SVI_MAC = "02:00:00:00:0a:00"
-ANYCAST_MAC = "00:00:5e:00:01:01"
 VMS = {  # name: (MAC, address, switch port)
     "vm1": ("52:54:00:00:00:0a", "10.0.10.11", "swp1"),
     "vm2": ("52:54:00:00:00:14", "10.0.20.12", "swp2"),
@@ -87,12 +86,7 @@ def _leaf(lab: LeafLab) -> Leaf:
     sw.ip("link", "add", "vxlan48", "type", "vxlan", "external", "dstport", "4789")
     for dev in ("swp1", "swp2", "bond1", "vxlan48"):
         sw.ip("link", "set", dev, "master", "br0")
-    sw.ip("link", "add", "link", "br0", "name", "vlan10", "type", "vlan", "id", "10")
-    sw.ip("link", "add", "link", "br0", "name", "vlan20", "type", "vlan", "id", "20")
-    sw.ip(
-        "link", "add", "link", "vlan10", "name", "vlan10-v0", "address", ANYCAST_MAC,
-        "type", "macvlan", "mode", "private",
-    )  # fmt: skip
+    cumulus_svis(sw)
     for cmd in (
         "vlan del dev swp1 vid 1",
         "vlan add dev swp1 vid 10 pvid untagged",

@@ -16,6 +16,9 @@ from scapy.layers.l2 import ARP, Ether
 from tests.support import netlab
 from tests.support.daemon_proc import DaemonProc
 
+# The anycast gateway's MAC on every leaf: VRRP's first virtual router MAC (RFC 5798, VRID 1),
+# Cumulus's default for `vlanN-v0`; SONiC sets it on the SVI itself.
+ANYCAST_MAC = "00:00:5e:00:01:01"
 SLOW = 120.0  # seconds: TCG runs code several times slower than the host
 START = 300.0  # the daemon's start-up under TCG: leaf set-up and start took 107 s at load 10
 
@@ -81,6 +84,17 @@ def leaf_lab(needs: str, *extra: tuple[str, ...]) -> Iterator[LeafLab]:
             assert lab.daemon.stop() == 0
     finally:
         lab.close()
+
+
+def cumulus_svis(sw: netlab.Netns, bridge: str = "br0") -> None:
+    """Cumulus's SVIs on a VLAN-aware `bridge`: 802.1Q `vlan10` and `vlan20`, and the anycast
+    gateway `vlan10-v0`, a private-mode macvlan on vlan10 (ifupdown2's layout)."""
+    for vid in (10, 20):
+        sw.ip("link", "add", "link", bridge, "name", f"vlan{vid}", "type", "vlan", "id", str(vid))
+    sw.ip(
+        "link", "add", "link", "vlan10", "name", "vlan10-v0", "address", ANYCAST_MAC,
+        "type", "macvlan", "mode", "private",
+    )  # fmt: skip
 
 
 def probe_to(mac: str) -> Callable[[netlab.Frame], bool]:
