@@ -73,7 +73,8 @@ def test_sighup_reload_keeps_rounds_applies_changes_and_survives_bad_files(
         [gone] = d.wait_event("remote-deleted")
         assert gone["address"] == VM_IP and gone["mac"] == VM_MAC
         d.wait_event("confirmed", match=lambda e: e["address"] == VM_IP)
-        assert probes() >= 2
+        # The VM answered the second probe, but the capture thread may not have read it yet.
+        netlab.wait_until(lambda: probes() >= 2, what="the second probe in the VM's capture")
 
         # The new exclude list is in force.
         tx["swp2"].send(rarp)
