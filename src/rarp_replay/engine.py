@@ -428,8 +428,7 @@ class Engine:
         bindings = self.mirror.bindings(mac, where.l3, now)
         if not bindings:
             self.stats[DROPPED[UNKNOWN_MAC]] += 1
-            fields: dict[str, object] = {} if where.vni is None else {"vni": where.vni}
-            fields |= {
+            fields: dict[str, object] = _vni_field(where) | {
                 "port": self._ifname(ifindex),
                 "trigger": trigger,
                 "bindings": [],
@@ -480,15 +479,16 @@ class Engine:
             self.stats[SKIPPED[NO_SOURCE_ADDRESS]] += len(skipped)
         self.stats[ROUNDS] += 1
         self.stats[ROUNDS_BY[trigger]] += 1
-        fields = {"mac": format_mac(mac), "domain": where.name}
-        if where.vni is not None:  # a single VXLAN device's VLAN tunnel (domain.Domain.vni)
-            fields["vni"] = where.vni
-        fields |= {
-            "port": self._ifname(ifindex),
-            "trigger": trigger,
-            "bindings": shown,
-            "probes": probes,
-        }
+        fields = (
+            {"mac": format_mac(mac), "domain": where.name}
+            | _vni_field(where)
+            | {
+                "port": self._ifname(ifindex),
+                "trigger": trigger,
+                "bindings": shown,
+                "probes": probes,
+            }
+        )
         if moved_from:
             fields["moved_from"] = moved_from
         if skipped:
@@ -1030,6 +1030,12 @@ class Engine:
 
 
 _STATE_TEXT = {s: s.value for s in TargetState}
+
+
+def _vni_field(where: Domain) -> dict[str, object]:
+    """The `announcement` line's `vni`, where a single VXLAN device maps the domain's VLAN to
+    one (domain.Domain.vni); nothing elsewhere, so other layouts' lines stay as they were."""
+    return {} if where.vni is None else {"vni": where.vni}
 
 
 def _ip_text(address: IPAddress) -> str:
